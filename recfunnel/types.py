@@ -123,14 +123,8 @@ def top_k_columns(score: np.ndarray, k: int) -> np.ndarray:
     k = min(k, c)
     if k == 0:
         return np.zeros((b, 0), np.int64)
-    if k < c:
-        part = np.argpartition(-score, k - 1, axis=1)[:, :k]
-        # argpartition is not stable; re-sort the kept columns by (score desc, column asc)
-        part.sort(axis=1)
-        sub = np.take_along_axis(score, part, axis=1)
-        order = np.argsort(-sub, axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1)
-    return np.argsort(-score, axis=1, kind="stable")
+    # a full stable sort: argpartition may drop the lower column of a tie at the k-th place
+    return np.argsort(-score, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
 @dataclass(frozen=True)

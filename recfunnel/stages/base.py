@@ -16,6 +16,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
 
+import numpy as np
+
 from recfunnel.data.dataset import TrainingData
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.types import Candidates, RequestBatch
@@ -70,7 +72,18 @@ class PreRanker(Stage):
 
 
 class Ranker(Stage):
-    """The precise scorer of the funnel."""
+    """The precise scorer of the funnel.
+
+    Learned rankers fit in two phases: :meth:`fit_candidates` learns the model
+    from labelled candidates that the funnel's own retrieval produced on a
+    holdout, and :meth:`fit` re-indexes the feature statistics on newer data
+    (the full training set) without touching the learned model.
+    """
+
+    @abstractmethod
+    def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
+                       labels: np.ndarray, *, progress: bool = False) -> Self:
+        """Learn from (B, C) candidates labelled true where the user later interacted."""
 
     @abstractmethod
     def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:

@@ -1,0 +1,208 @@
+"""The ``recfunnel`` command line: a stable contract that other tools call.
+
+    recfunnel fit --interactions PATH [--users PATH] [--items PATH] [--config PATH] --out DIR
+    recfunnel recommend --model DIR --users-file PATH --k 50 --out recs.csv
+    recfunnel evaluate --model DIR --test PATH [--k 10,20,50] [--out metrics.json]
+    recfunnel simulate --out DIR --users N --items M --days D --seed S
+    recfunnel demo [--out DIR]
+
+Errors caused by the input are printed as one line (``error: ...``) with exit
+status 2; unexpected failures as one line with exit status 1 (``--debug`` shows
+the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from recfunnel.errors import DataError, RecfunnelError
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k must be comma-separated integers, got '{text}'") from None
+    if not ks or any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"--k must be positive integers, got '{text}'")
+    return ks
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- commands
+def cmd_fit(args: argparse.Namespace) -> int:
+    from recfunnel.config import default_config, load_config
+    from recfunnel.data.dataset import build_training_data
+    from recfunnel.data.loaders import load_interactions, load_items, load_users
+    from recfunnel.pipeline.offline.fit import fit_funnel
+
+    config = load_config(args.config) if args.config else default_config()
+    t0 = time.perf_counter()
+    interactions = load_interactions(args.interactions)
+    users = load_users(args.users) if args.users else None
+    items = load_items(args.items) if args.items else None
+    data = build_training_data(interactions, users, items)
+    _say(f"loaded {len(data.interactions):,} positive interactions, {data.n_users:,} users, "
+         f"{data.n_items:,} items in {time.perf_counter() - t0:.1f}s")
+    funnel = fit_funnel(data, config, progress=not args.quiet, log=_say)
+    out = funnel.save(args.out, metadata={
+        "interactions": str(args.interactions), "n_users": data.n_users, "n_items": data.n_items,
+        "n_interactions": len(data.interactions), "fit_seconds": round(time.perf_counter() - t0, 2),
+    })
+    _say(f"model written to {out} ({time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recfunnel.data.loaders import read_id_list
+    from recfunnel.pipeline.online.funnel import Funnel
+    from recfunnel.storage.artifacts import atomic_write_text
+
+    funnel = Funnel.load(args.model)
+    user_ids = read_id_list(args.users_file)
+    recs = funnel.recommend(user_ids, args.k, progress=not args.quiet)
+    buf = io.StringIO()
+    recs.to_csv(buf, index=False, columns=["user_id", "item_id", "rank", "score"], float_format="%.6g")
+    atomic_write_text(args.out, buf.getvalue())
+    _say(f"{len(recs):,} recommendations for {len(user_ids):,} users written to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recfunnel.data.loaders import load_interactions
+    from recfunnel.evaluation import format_funnel_report
+    from recfunnel.pipeline.offline.evaluate import evaluate_funnel
+    from recfunnel.pipeline.online.funnel import Funnel
+    from recfunnel.storage.artifacts import atomic_write_text
+
+    funnel = Funnel.load(args.model)
+    test = load_interactions(args.test, require_timestamp=False)
+    result = evaluate_funnel(funnel, test, args.k, progress=not args.quiet)
+    print(format_metrics(result["metrics"], args.k))
+    print()
+    print(format_funnel_report(result["funnel"]))
+    out = Path(args.out) if args.out else Path(args.model).parent / (Path(args.model).name + ".evaluation.json")
+    atomic_write_text(out, json.dumps(result, indent=2, default=float))
+    _say(f"metrics written to {out}")
+    return 0
+
+
+def format_metrics(metrics: dict, ks: Sequence[int]) -> str:
+    """Metrics as a table: one row per K, one column per metric."""
+    names = ["recall", "precision", "ndcg", "map", "hit_rate"]
+    lines = ["| K | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for k in sorted(set(ks)):
+        vals = [metrics.get(f"{n}@{k}", float("nan")) for n in names]
+        lines.append(f"| {k} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")
+    extra = {k: v for k, v in metrics.items() if not any(k.startswith(n + "@") for n in names)}
+    if extra:
+        lines.append("")
+        lines.extend(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in extra.items())
+    return "\n".join(lines)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from recfunnel.data.simulator import SimulatorConfig, simulate
+
+    config = SimulatorConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed)
+    summary = simulate(config, args.out, progress=not args.quiet, target_exposures=args.exposures)
+    _say(f"simulated platform written to {args.out}: {summary}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recfunnel.pipeline.offline.demo import run_demo
+
+    return run_demo(Path(args.out), progress=not args.quiet, log=_say)
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recfunnel", description="A multi-stage recommender system.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train the whole funnel")
+    p.add_argument("--interactions", required=True, help="CSV/TSV/Parquet/RecBole/GroupLens interactions")
+    p.add_argument("--users", help="optional user table")
+    p.add_argument("--items", help="optional item table")
+    p.add_argument("--config", help="funnel config (JSON or TOML); default: the built-in best config")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("recommend", help="top-K recommendations for a list of users")
+    p.add_argument("--model", required=True)
+    p.add_argument("--users-file", required=True, help="one user id per line")
+    p.add_argument("--k", type=_positive_int, default=50)
+    p.add_argument("--out", required=True, help="CSV with columns user_id,item_id,rank,score")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("evaluate", help="full-ranking metrics on held-out interactions")
+    p.add_argument("--model", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--k", type=_parse_ks, default=[10, 20, 50])
+    p.add_argument("--out", help="JSON file for the metrics (default: next to the model)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("simulate", help="generate a synthetic feed platform with ground truth")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=_positive_int, default=10_000)
+    p.add_argument("--items", type=_positive_int, default=50_000)
+    p.add_argument("--days", type=_positive_int, default=14)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exposures", type=_positive_int, default=None, help="total exposures to generate")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulate, fit, evaluate and print the funnel report")
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    for p in sub.choices.values():
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RecfunnelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"error: {DataError(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI contract is one line, never a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The explicit registry of stage kinds: kind -> (config class, stage class).
+
+Imports are lazy so that loading a config does not import every model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from recfunnel.errors import ConfigError
+
+# kind -> (module, config class name, stage class name)
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "popular": ("recfunnel.stages.recall.popular", "PopularConfig", "PopularRetriever"),
+    "itemcf": ("recfunnel.stages.recall.itemcf", "ItemCFConfig", "ItemCFRetriever"),
+    "lightgbm": ("recfunnel.stages.rank.lightgbm", "LightGBMRankerConfig", "LightGBMRanker"),
+    "mmr": ("recfunnel.stages.rerank.mmr", "MMRConfig", "MMRReRanker"),
+}
+
+
+def kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _lookup(kind: str) -> tuple[Any, Any]:
+    if kind not in _REGISTRY:
+        raise ConfigError(f"unknown stage kind '{kind}'; known kinds: {kinds()}")
+    module, cfg_name, stage_name = _REGISTRY[kind]
+    mod = importlib.import_module(module)
+    return getattr(mod, cfg_name), getattr(mod, stage_name)
+
+
+def config_class(kind: str) -> type:
+    return _lookup(kind)[0]
+
+
+def stage_class(kind: str) -> type:
+    return _lookup(kind)[1]

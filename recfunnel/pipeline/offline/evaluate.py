@@ -1,0 +1,77 @@
+"""Offline evaluation of a fitted funnel on held-out interactions.
+
+Full ranking: every item of the catalogue may be recommended except the items
+the user had in training; a held-out event on such an item, or on an item the
+model has never seen, cannot be hit and is dropped from the relevant set (the
+counts are reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from recfunnel.errors import DataError
+from recfunnel.evaluation import evaluate_topk, funnel_report, merge_reports
+from recfunnel.pipeline.online.funnel import Funnel
+
+
+def evaluate_funnel(
+    funnel: Funnel,
+    test: pd.DataFrame,
+    ks: Sequence[int] = (10, 20, 50),
+    *,
+    item_category: np.ndarray | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> dict:
+    """Metrics of ``funnel`` on ``test`` (columns user_id, item_id[, label]).
+
+    Returns:
+        dict with ``metrics`` (name -> value), ``funnel`` (the per-stage report) and ``counts``.
+    """
+    if "label" in test.columns:
+        test = test[test["label"] > 0]
+    if len(test) == 0:
+        raise DataError("the test set has no positive interactions")
+    ks = sorted(set(int(k) for k in ks))
+    k_max = ks[-1]
+    users = pd.unique(test["user_id"].astype(str))
+    user_pos = pd.Index(users)
+    items = funnel.item_ids.index(test["item_id"].to_numpy())
+    rows = user_pos.get_indexer(test["user_id"].astype(str))
+    known_item = items >= 0
+    relevant = sp.csr_matrix((np.ones(known_item.sum(), np.float32), (rows[known_item], items[known_item])),
+                             shape=(len(users), len(funnel.item_ids)))
+    relevant.sum_duplicates()
+    relevant.data[:] = 1.0
+    # items already in the user's training history are excluded from recommendation: they cannot count
+    seen = funnel.request(users, exclude_seen=True).exclude if len(users) else None
+    n_before = relevant.nnz
+    if seen is not None:
+        relevant = (relevant - relevant.multiply(seen > 0)).tocsr()
+        relevant.eliminate_zeros()
+    counts = {
+        "test_users": int(len(users)),
+        "test_users_unknown_to_model": int((funnel.user_ids.index(users) < 0).sum()),
+        "test_pairs": int(len(test)),
+        "test_pairs_unknown_item": int((~known_item).sum()),
+        "test_pairs_seen_in_training": int(n_before - relevant.nnz),
+    }
+
+    recommended = np.full((len(users), k_max), -1, np.int64)
+    reports = []
+    for start in tqdm(range(0, len(users), batch_size), desc="evaluate", unit="batch", disable=not progress):
+        chunk = users[start:start + batch_size]
+        out, traces = funnel.run(funnel.request(chunk), k_max, trace=True)
+        width = min(k_max, out.item_index.shape[1])
+        recommended[start:start + len(chunk), :width] = out.item_index[:, :width]
+        reports.append(funnel_report(traces, relevant[start:start + len(chunk)]))
+    popularity = np.asarray(funnel.history.seen.sum(axis=0)).ravel() / max(funnel.history.n_users, 1)
+    metrics = evaluate_topk(recommended, relevant, ks, n_items=len(funnel.item_ids),
+                            item_popularity=popularity, item_category=item_category)
+    return {"metrics": metrics, "funnel": merge_reports(reports), "counts": counts}

@@ -1,0 +1,178 @@
+"""The Funnel: retrieval channels -> merge -> (pre-rank) -> rank -> re-rank.
+
+One object serves the offline path (batch recommendation, evaluation, the
+ranker's training candidates) and the online path (a request of one user):
+both call :meth:`Funnel.run` on a :class:`~recfunnel.types.RequestBatch`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recfunnel.config import FunnelConfig, StageSpec, config_from_dict, config_to_dict
+from recfunnel.config.registry import stage_class
+from recfunnel.data.interactions import IdMap, Interactions
+from recfunnel.stages.base import Ranker, ReRanker, Retriever
+from recfunnel.stages.recall.merge import merge_candidates
+from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+from recfunnel.storage.user_history import UserHistoryStore
+from recfunnel.types import Candidates, RequestBatch, StageTrace, top_k_columns
+
+ARTIFACT_KIND = "recfunnel.funnel"
+
+
+def _trace(stage: str, n_in: np.ndarray, out: Candidates, seconds: float) -> StageTrace:
+    return StageTrace(stage, n_in, out.valid.sum(axis=1).astype(np.int64), seconds, out)
+
+
+class Funnel:
+    """A fitted funnel (see :func:`recfunnel.pipeline.offline.fit.fit_funnel`)."""
+
+    def __init__(
+        self,
+        config: FunnelConfig,
+        user_ids: IdMap,
+        item_ids: IdMap,
+        history: UserHistoryStore,
+        channels: Sequence[Retriever],
+        fallback: Retriever,
+        ranker: Ranker | None = None,
+        reranker: ReRanker | None = None,
+    ):
+        self.config = config
+        self.user_ids = user_ids
+        self.item_ids = item_ids
+        self.history = history
+        self.channels = list(channels)
+        self.fallback = fallback
+        self.ranker = ranker
+        self.reranker = reranker
+
+    # --------------------------------------------------------------- serving
+    def request(self, user_ids: Sequence[str], *, time: np.ndarray | int | None = None,
+                exclude_seen: bool = True) -> RequestBatch:
+        """Request batch for external user ids (unknown users get an empty history)."""
+        return self.history.request(self.user_ids.index(np.asarray(user_ids, dtype=object)), time=time,
+                                    history_length=self.config.history_length, exclude_seen=exclude_seen)
+
+    def retrieve(self, request: RequestBatch, *, trace: bool = False) -> tuple[Candidates, list[StageTrace]]:
+        """All channels, merged with quotas and filled from the fallback."""
+        cfg = self.config
+        traces: list[StageTrace] = []
+        zeros = np.zeros(len(request), np.int64)
+        start = time.perf_counter()
+        outputs: dict[str, Candidates] = {}
+        quotas: dict[str, int] = {}
+        for spec, channel in zip(cfg.channels, self.channels, strict=True):
+            t0 = time.perf_counter()
+            outputs[channel.name] = channel.retrieve(request, spec.quota)
+            quotas[channel.name] = spec.quota
+            if trace:
+                traces.append(_trace(f"retrieval:{channel.name}", zeros, outputs[channel.name],
+                                     time.perf_counter() - t0))
+        fallback = self.fallback.retrieve(request, cfg.retrieval_k)
+        merged = merge_candidates(outputs, quotas, cfg.retrieval_k, fallback=fallback)
+        if trace:
+            traces.append(_trace("retrieval", zeros, merged, time.perf_counter() - start))
+        return merged, traces
+
+    def run(self, request: RequestBatch, k: int, *, trace: bool = False) -> tuple[Candidates, list[StageTrace]]:
+        """The whole funnel for a batch: up to ``k`` items per user, best first."""
+        cfg = self.config
+        rank_k = max(cfg.rank_k, k)
+        candidates, traces = self.retrieve(request, trace=trace)
+        if self.ranker is not None:
+            t0 = time.perf_counter()
+            n_in = candidates.valid.sum(axis=1)
+            candidates = self.ranker.rank(request, candidates, rank_k)
+            if trace:
+                traces.append(_trace("rank", n_in, candidates, time.perf_counter() - t0))
+        if self.reranker is not None:
+            t0 = time.perf_counter()
+            n_in = candidates.valid.sum(axis=1)
+            candidates = self.reranker.rerank(request, candidates, k)
+            if trace:
+                traces.append(_trace("rerank", n_in, candidates, time.perf_counter() - t0))
+        else:
+            candidates = candidates.take(top_k_columns(candidates.score, k))
+        return candidates, traces
+
+    def recommend(self, user_ids: Sequence[str], k: int, *, batch_size: int = 512,
+                  progress: bool = False) -> pd.DataFrame:
+        """Top-``k`` items for external user ids as a frame ``user_id,item_id,rank,score``.
+
+        Items each user had in the training interactions are excluded; unknown users
+        get the cold-start fallback (popular items), never an error.
+        """
+        user_ids = list(user_ids)
+        frames = []
+        batches = range(0, len(user_ids), batch_size)
+        for start in tqdm(batches, desc="recommend", unit="batch", disable=not progress):
+            chunk = user_ids[start:start + batch_size]
+            out, _ = self.run(self.request(chunk), k)
+            frames.append(self.to_frame(chunk, out))
+        if not frames:
+            return pd.DataFrame({"user_id": [], "item_id": [], "rank": [], "score": []})
+        return pd.concat(frames, ignore_index=True)
+
+    def to_frame(self, user_ids: Sequence[str], candidates: Candidates) -> pd.DataFrame:
+        rows, cols = np.nonzero(candidates.valid)
+        return pd.DataFrame({
+            "user_id": np.asarray(user_ids, dtype=object)[rows],
+            "item_id": self.item_ids.to_ids(candidates.item_index[rows, cols]),
+            "rank": cols + 1,
+            "score": candidates.score[rows, cols].astype(np.float64),
+        })
+
+    # ----------------------------------------------------------- persistence
+    def stages(self) -> list[tuple[StageSpec, object]]:
+        out: list[tuple[StageSpec, object]] = list(zip(self.config.channels, self.channels, strict=True))
+        out.append((self.config.fallback, self.fallback))
+        if self.ranker is not None:
+            out.append((self.config.ranker, self.ranker))
+        if self.reranker is not None:
+            out.append((self.config.reranker, self.reranker))
+        return out
+
+    def save(self, out_dir: str | Path, metadata: dict | None = None) -> Path:
+        """Write the funnel atomically to ``out_dir`` (replacing an older model there)."""
+        with ArtifactWriter(out_dir, ARTIFACT_KIND, metadata) as writer:
+            writer.write_json("config.json", config_to_dict(self.config))
+            writer.write_arrays("ids.npz", {"user_ids": self.user_ids.ids.astype(str),
+                                            "item_ids": self.item_ids.ids.astype(str)})
+            h = self.history
+            writer.write_arrays("history.npz", {
+                "user_index": h.event_users(),
+                "item_index": h.items, "timestamp": h.times,
+                "sizes": np.array([h.n_users, h.n_items], np.int64),
+            })
+            for spec, stage in self.stages():
+                stage.save(writer, f"stages/{spec.name}/")
+        return Path(out_dir)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Funnel:
+        reader = ArtifactReader(model_dir, kind=ARTIFACT_KIND)
+        config = config_from_dict(reader.read_json("config.json"))
+        ids = reader.read_arrays("ids.npz")
+        hist = reader.read_arrays("history.npz")
+        n_users, n_items = (int(v) for v in hist["sizes"])
+        inter = Interactions(hist["user_index"], hist["item_index"], hist["timestamp"],
+                             np.ones(len(hist["item_index"]), np.float32), n_users, n_items)
+
+        def load_stage(spec: StageSpec):
+            return stage_class(spec.kind).load(reader, f"stages/{spec.name}/", spec.config, spec.name)
+
+        channels = [load_stage(s) for s in config.channels]
+        return cls(
+            config, IdMap(ids["user_ids"]), IdMap(ids["item_ids"]), UserHistoryStore(inter), channels,
+            load_stage(config.fallback),
+            load_stage(config.ranker) if config.ranker is not None else None,
+            load_stage(config.reranker) if config.reranker is not None else None,
+        )

@@ -1,0 +1,170 @@
+"""Point-wise LightGBM ranker over retrieval candidates.
+
+Training samples are the funnel's own candidates (seed 000 §2, 003 §6): a
+user's held-out items among them are positives, the other candidates are
+hard negatives from the same distribution the ranker will see when serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Self
+
+import lightgbm as lgb
+import numpy as np
+
+from recfunnel.data.dataset import TrainingData
+from recfunnel.errors import RecfunnelError
+from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
+from recfunnel.stages.base import Ranker
+from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+from recfunnel.types import Candidates, RequestBatch
+
+
+@dataclass(frozen=True)
+class LightGBMRankerConfig:
+    """Hyper-parameters of :class:`LightGBMRanker` (LightGBM's names where they exist)."""
+
+    objective: Literal["binary", "lambdarank"] = "binary"
+    n_estimators: int = 400
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 50
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    early_stopping_rounds: int = 40
+    validation_fraction: float = 0.15
+    negatives_per_user: int = 150
+    max_train_users: int = 20_000
+    num_threads: int = 0
+    seed: int = 0
+    features: RankingFeatureConfig = field(default_factory=RankingFeatureConfig)
+
+
+class LightGBMRanker(Ranker):
+    """LightGBM scoring of (user, candidate) features; see :mod:`recfunnel.features.ranking`."""
+
+    kind = "lightgbm"
+
+    def __init__(self, config: LightGBMRankerConfig | None = None, name: str | None = None):
+        super().__init__(config or LightGBMRankerConfig(), name or "rank")
+
+    def fit(self, data: TrainingData) -> Self:
+        """Index the statistics of ``data`` (the model itself is learned by :meth:`fit_candidates`)."""
+        channels = getattr(self, "channel_names_", ())
+        self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
+        return self
+
+    def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
+                       labels: np.ndarray, *, progress: bool = False) -> Self:
+        """Learn the model from labelled candidates.
+
+        Args:
+            data: the training data as of the requests (statistics are indexed from it).
+            request: (B users) the requests the candidates were retrieved for.
+            candidates: (B, C) retrieval output.
+            labels: (B, C) bool, true where the candidate is one of the user's held-out items.
+        """
+        cfg = self.config
+        self.channel_names_ = tuple(sorted(candidates.channel_scores))
+        builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
+        rng = np.random.default_rng(cfg.seed)
+        # keep every positive and a random sample of negatives per user: bounded memory, same distribution
+        valid = candidates.valid
+        noise = rng.random(labels.shape)
+        noise[~valid] = np.inf
+        noise[labels & valid] = -1.0
+        n_pos = (labels & valid).sum(axis=1)
+        keep_n = np.minimum(valid.sum(axis=1), n_pos + cfg.negatives_per_user)
+        rank = np.argsort(np.argsort(noise, axis=1), axis=1)
+        keep = (rank < keep_n[:, None]) & valid
+        users_with_pos = np.flatnonzero(n_pos > 0)
+        if len(users_with_pos) == 0:
+            raise RecfunnelError("the ranker has no positive training samples: retrieval found none of the held-out items")
+        if len(users_with_pos) > cfg.max_train_users:
+            users_with_pos = np.sort(rng.choice(users_with_pos, cfg.max_train_users, replace=False))
+        row_keep = np.zeros(len(labels), bool)
+        row_keep[users_with_pos] = True
+        keep &= row_keep[:, None]
+        masked = Candidates(
+            np.where(keep, candidates.item_index, -1), candidates.score,
+            dict(candidates.channel_scores), dict(candidates.stage_scores))
+        feats, rows, cols = builder.transform(request, masked)
+        x = feats.to_matrix()
+        y = labels[rows, cols].astype(np.float32)
+        self.feature_names_ = feats.names
+        categorical = [i for i, n in enumerate(self.feature_names_) if n in feats.sparse]
+
+        is_valid_user = rng.random(len(labels)) < cfg.validation_fraction
+        vmask = is_valid_user[rows]
+        if vmask.all() or not vmask.any() or y[vmask].sum() == 0:
+            vmask = np.zeros(len(rows), bool)
+        params = {
+            "objective": cfg.objective, "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
+            "min_child_samples": cfg.min_child_samples, "feature_fraction": cfg.feature_fraction,
+            "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1, "lambda_l2": cfg.lambda_l2,
+            "seed": cfg.seed, "deterministic": True, "force_row_wise": True, "verbosity": -1,
+            "num_threads": cfg.num_threads, "metric": "auc" if cfg.objective == "binary" else "ndcg",
+        }
+        if cfg.objective == "lambdarank":
+            params["eval_at"] = [10]
+
+        def dataset(mask: np.ndarray, reference=None) -> lgb.Dataset:
+            group = None
+            if cfg.objective == "lambdarank":
+                # rows come out of np.nonzero in row-major order, so each user's rows are contiguous
+                group = np.bincount(rows[mask])[np.unique(rows[mask])]
+            return lgb.Dataset(x[mask], y[mask], group=group, feature_name=self.feature_names_,
+                               categorical_feature=categorical, reference=reference, free_raw_data=True)
+
+        train_set = dataset(~vmask)
+        callbacks = []
+        valid_sets = []
+        if vmask.any():
+            valid_sets = [dataset(vmask, train_set)]
+            callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
+        self.booster_ = lgb.train(params, train_set, num_boost_round=cfg.n_estimators,
+                                  valid_sets=valid_sets, callbacks=callbacks)
+        self.train_summary_ = {
+            "rows": int(len(y)), "positives": int(y.sum()), "users": int(len(np.unique(rows))),
+            "best_iteration": int(self.booster_.best_iteration or self.booster_.current_iteration()),
+            "validation_auc": float(self.booster_.best_score["valid_0"]["auc"])
+            if valid_sets and cfg.objective == "binary" else None,
+        }
+        self.features_ = builder
+        return self
+
+    def score(self, request: RequestBatch, candidates: Candidates) -> np.ndarray:
+        """(B, C) float32 model scores, -inf at padding."""
+        out = np.full(candidates.item_index.shape, -np.inf, np.float32)
+        if not candidates.valid.any():
+            return out
+        feats, rows, cols = self.features_.transform(request, candidates)
+        if feats.names != self.feature_names_:
+            raise RecfunnelError("ranking features differ from the ones the model was trained on")
+        out[rows, cols] = self.booster_.predict(feats.to_matrix(), num_iteration=self.booster_.best_iteration or None)
+        return out
+
+    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
+        return candidates.with_scores(self.score(request, candidates), "rank", k)
+
+    def save(self, writer: ArtifactWriter, prefix: str) -> None:
+        writer.write_text(f"{prefix}model.txt", self.booster_.model_to_string())
+        writer.write_arrays(f"{prefix}features.npz", self.features_.to_arrays())
+        writer.write_json(f"{prefix}meta.json", {
+            "feature_names": self.feature_names_, "channel_names": list(self.channel_names_),
+            "builder": self.features_.meta(), "train_summary": self.train_summary_,
+        })
+
+    @classmethod
+    def load(cls, reader: ArtifactReader, prefix: str, config: LightGBMRankerConfig, name: str | None = None) -> Self:
+        ranker = cls(config, name)
+        meta = reader.read_json(f"{prefix}meta.json")
+        ranker.channel_names_ = tuple(meta["channel_names"])
+        ranker.feature_names_ = list(meta["feature_names"])
+        ranker.train_summary_ = meta["train_summary"]
+        ranker.booster_ = lgb.Booster(model_str=reader.read_text(f"{prefix}model.txt"))
+        ranker.features_ = RankingFeatureBuilder.from_arrays(
+            config.features, ranker.channel_names_, reader.read_arrays(f"{prefix}features.npz"), meta["builder"])
+        return ranker

@@ -1,0 +1,284 @@
+"""Merging retrieval channels, and the candidate plumbing every channel shares.
+
+* :func:`merge_candidates`: per-channel quotas, dedup, reciprocal-rank fusion,
+  provenance (``channel_scores``) and a fallback that fills short rows.
+* :func:`exclusion_mask`: which (row, item) pairs a request excludes.
+* :func:`sparse_top_k` / :func:`keep_top_k_per_row`: per-row top-k of a sparse
+  matrix, as padded dense blocks (how sparse channels such as ItemCF turn scores
+  into candidates) or as a pruned sparse matrix (neighbour lists).
+
+Everything is vectorised over users; no Python loop runs per user or per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from recfunnel.types import PAD, Candidates
+
+#: RRF constant of Cormack, Clarke & Buettcher (SIGIR 2009): score = sum_c 1 / (RRF_K + rank_c),
+#: rank 1-based. 60 damps the gap between the first ranks so that no single channel dominates.
+RRF_K = 60
+
+#: provenance name of the items added by the fallback channel
+FALLBACK = "fallback"
+
+
+def exclusion_mask(exclude: sp.spmatrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """True where ``items[...]`` is excluded for the request row ``rows[...]``.
+
+    Args:
+        exclude: (B, n) sparse; a stored non-zero at (b, i) excludes item i for row b.
+            Items at or beyond ``n`` are never excluded.
+        rows: int array of request rows, broadcastable with ``items``.
+        items: int array of item indices (any shape); -1 padding is never excluded.
+
+    Returns:
+        bool array of the broadcast shape of ``rows`` and ``items``.
+
+    >>> ex = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 0]]))
+    >>> exclusion_mask(ex, np.arange(2)[:, None], np.array([[0, 1], [0, 1]])).tolist()
+    [[False, True], [True, False]]
+    """
+    rows, items = np.broadcast_arrays(np.asarray(rows, np.int64), np.asarray(items, np.int64))
+    ex = sp.csr_matrix(exclude)
+    if ex.nnz == 0 or items.size == 0:
+        return np.zeros(items.shape, bool)
+    ex_rows = np.repeat(np.arange(ex.shape[0], dtype=np.int64), np.diff(ex.indptr))
+    stored = ex.data != 0
+    # pack (row, item) into one int64 key so membership is a single sorted lookup
+    span = np.int64(max(ex.shape[1], int(items.max()) + 1, 1))
+    ex_keys = np.sort(ex_rows[stored] * span + ex.indices[stored])  # duplicates are harmless
+    keys = rows * span + items
+    pos = np.minimum(np.searchsorted(ex_keys, keys), len(ex_keys) - 1)
+    return (ex_keys[pos] == keys) & (items >= 0)
+
+
+def _row_top_k(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row, rank, column, value) of the k best stored entries of each row, by row then rank."""
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    order = np.lexsort((m.indices, -m.data, rows))  # rows stay grouped: CSR rows are sorted
+    rank = np.arange(m.nnz) - m.indptr[rows]
+    keep = rank < k
+    return rows[keep], rank[keep], m.indices[order[keep]].astype(np.int64), m.data[order[keep]]
+
+
+def sparse_top_k(scores: sp.spmatrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest stored entries of every row of a sparse matrix, as dense blocks.
+
+    Only stored entries count (an implicit zero is "not found", not a score of 0).
+    Ties keep the lower column first, so results are deterministic.
+
+    Args:
+        scores: (R, n) sparse scores.
+        k: entries to keep per row.
+
+    Returns:
+        (columns, values): (R, W) int64 column indices, -1 padded, and (R, W) float32
+        values, -inf padded, best first, with ``W = min(k, max stored entries per row)``.
+
+    >>> m = sp.csr_matrix(np.array([[0.0, 3.0, 1.0, 2.0], [0.0, 0.0, 0.0, 5.0]]))
+    >>> cols, vals = sparse_top_k(m, 2)
+    >>> cols.tolist(), vals.tolist()
+    ([[1, 3], [3, -1]], [[3.0, 2.0], [5.0, -inf]])
+    """
+    m = sp.csr_matrix(scores)
+    m.sum_duplicates()
+    width = int(min(k, np.diff(m.indptr).max(initial=0)))
+    columns = np.full((m.shape[0], width), PAD, np.int64)
+    values = np.full((m.shape[0], width), -np.inf, np.float32)
+    if width > 0:
+        rows, rank, cols, vals = _row_top_k(m, width)
+        columns[rows, rank] = cols
+        values[rows, rank] = vals
+    return columns, values
+
+
+def keep_top_k_per_row(matrix: sp.spmatrix, k: int) -> sp.csr_matrix:
+    """A CSR copy of ``matrix`` keeping only the ``k`` largest stored entries of each row.
+
+    Same tie rule as :func:`sparse_top_k`; the result has sorted indices.
+
+    >>> m = sp.csr_matrix(np.array([[0.0, 3.0, 1.0, 2.0]]))
+    >>> keep_top_k_per_row(m, 2).toarray().tolist()
+    [[0.0, 3.0, 0.0, 2.0]]
+    """
+    m = sp.csr_matrix(matrix)
+    m.sum_duplicates()
+    rows, _, cols, vals = _row_top_k(m, max(k, 0))
+    out = sp.csr_matrix((vals, cols, np.r_[0, np.cumsum(np.bincount(rows, minlength=m.shape[0]))]),
+                        shape=m.shape)
+    out.sort_indices()
+    return out
+
+
+def merge_candidates(
+    channel_candidates: Mapping[str, Candidates],
+    quotas: Mapping[str, int],
+    k: int,
+    *,
+    fallback: Candidates | None = None,
+    rrf_k: int = RRF_K,
+) -> Candidates:
+    """Merge retrieval channels into one candidate set by reciprocal-rank fusion.
+
+    Each channel contributes its top ``quotas[name]`` items (all of them when the
+    channel has no quota). An item found by several channels appears once, scored
+    ``sum_c 1 / (rrf_k + rank_c)`` over the channels that found it (rank 1-based
+    within the channel's quota), so a channel's raw score scale never matters.
+    Ties go to the item found earliest in channel order (the order of
+    ``channel_candidates``), then the better rank.
+
+    Rows left with fewer than ``k`` items are filled from ``fallback`` (e.g.
+    popular items), skipping items already there. Filled items are scored
+    ``1 / (rrf_k + rank_f) - 1`` (below every channel item, which scores > 0) and
+    carry provenance under the channel name ``"fallback"``.
+
+    Args:
+        channel_candidates: channel name -> (B, C_c) candidates, sorted by score.
+        quotas: channel name -> most items taken from that channel.
+        k: size of the merged list.
+        fallback: (B, F) or (1, F) candidates used to fill short rows.
+        rrf_k: the RRF constant (60 by default, see :data:`RRF_K`).
+
+    Returns:
+        (B, <=k) candidates sorted by merged score; ``channel_scores[c]`` holds
+        channel c's own score for every merged item, NaN where c did not find it.
+
+    >>> a = Candidates(np.array([[1, 2]]), np.array([[0.9, 0.5]], np.float32))
+    >>> b = Candidates(np.array([[2, 3]]), np.array([[7.0, 6.0]], np.float32))
+    >>> merged = merge_candidates({"a": a, "b": b}, {"a": 2, "b": 2}, k=3)
+    >>> merged.item_index.tolist()
+    [[2, 1, 3]]
+    >>> merged.channel_scores["a"].tolist()
+    [[0.5, 0.8999999761581421, nan]]
+    """
+    if FALLBACK in channel_candidates:
+        raise ValueError(f"'{FALLBACK}' is reserved for the fallback channel's provenance")
+    sizes = {len(c) for c in channel_candidates.values()}
+    if fallback is not None and not channel_candidates:
+        sizes.add(len(fallback))
+    if len(sizes) != 1:
+        raise ValueError(f"channels disagree on the batch size or none was given: {sorted(sizes)}")
+    b = sizes.pop()
+    names = list(channel_candidates)
+
+    # every channel's quota side by side: (B, T) blocks, T = sum of quotas
+    items, fused, own_score, channel = [np.zeros((b, 0), np.int64)], [np.zeros((b, 0))], [], []
+    for name in names:
+        cand = channel_candidates[name]
+        q = min(quotas.get(name, cand.item_index.shape[1]), cand.item_index.shape[1])
+        items.append(cand.item_index[:, :q])
+        fused.append(np.broadcast_to(1.0 / (rrf_k + np.arange(1, q + 1)), (b, q)))
+        own_score.append(cand.score[:, :q].astype(np.float32))
+        channel.append(q)
+    items, fused = np.concatenate(items, axis=1), np.concatenate(fused, axis=1)
+    t = items.shape[1]
+    channel_of_column = np.repeat(np.arange(len(names)), channel)
+
+    # dedup: one group per (row, item); the group lives at its first column (earliest channel)
+    flat, starts = _pair_groups(items, items >= 0)
+    first = flat[starts]
+    merged = np.full(b * t, -np.inf)
+    merged[first] = np.add.reduceat(fused.ravel()[flat], starts) if len(flat) else 0.0
+    merged = merged.reshape(b, t)
+    group_start = np.zeros(len(flat), np.int64)
+    group_start[starts] = 1
+    group_of = np.cumsum(group_start) - 1
+    own = np.full((len(names), b * t), np.nan, np.float32)
+    if names:
+        own_flat = np.concatenate(own_score, axis=1).ravel()
+        own[channel_of_column[flat % t], first[group_of]] = own_flat[flat]
+    own = own.reshape(len(names), b, t)
+
+    # best merged score first; ties keep the lower column, i.e. the earliest channel and rank.
+    # A full stable sort, not argpartition: RRF ties are common (equal ranks in two channels)
+    # and argpartition may drop the lower column of a tie at the k-th place.
+    cols = np.argsort(-merged, axis=1, kind="stable")[:, :k]
+    rows = np.arange(b)[:, None]
+    found = np.isfinite(merged[rows, cols])
+    out_item = np.where(found, items[rows, cols], PAD)
+    out_score = np.where(found, merged[rows, cols], -np.inf)
+    out_own = np.where(found, own[:, rows, cols], np.nan)
+    count = found.sum(axis=1)
+    width = int(count.max(initial=0))
+
+    if fallback is not None:
+        fb_items = np.broadcast_to(fallback.item_index, (b, fallback.item_index.shape[1]))
+        fb_own = np.broadcast_to(fallback.score, fb_items.shape).astype(np.float32)
+        fb_rank = np.broadcast_to(np.arange(1, fb_items.shape[1] + 1), fb_items.shape)
+        # skip what the channels found and repeats within the fallback row itself
+        both = np.concatenate([out_item, fb_items], axis=1)
+        flat, starts = _pair_groups(both, both >= 0)
+        is_first = np.zeros(both.size, bool)
+        is_first[flat[starts]] = True
+        usable = is_first.reshape(both.shape)[:, out_item.shape[1]:]
+        fill_pos = np.cumsum(usable, axis=1) - 1  # position among the row's usable fallback items
+        usable &= fill_pos < (k - count)[:, None]
+        width = int((count + usable.sum(axis=1)).max(initial=0))
+        r, c = np.nonzero(usable)
+        slot = count[r] + fill_pos[r, c]
+        out_item, out_score, out_own = (
+            _widen(out_item, width, PAD), _widen(out_score, width, -np.inf), _widen(out_own, width, np.nan))
+        out_item[r, slot] = fb_items[r, c]
+        out_score[r, slot] = 1.0 / (rrf_k + fb_rank[r, c]) - 1.0
+        fb_channel = np.full((b, width), np.nan, np.float32)
+        fb_channel[r, slot] = fb_own[r, c]
+    channel_scores = {name: out_own[i, :, :width].astype(np.float32) for i, name in enumerate(names)}
+    if fallback is not None:
+        channel_scores[FALLBACK] = fb_channel
+    return Candidates(out_item[:, :width], out_score[:, :width].astype(np.float32), channel_scores)
+
+
+def _pair_groups(items: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group the masked entries of (B, T) ``items`` by (row, item).
+
+    Returns:
+        (flat, starts): flat indices of the masked entries sorted by (row, item, column),
+        and the positions in ``flat`` where each group starts (its first column).
+    """
+    flat = np.flatnonzero(mask.ravel())
+    rows, values = flat // max(items.shape[1], 1), items.ravel()[flat]
+    # one packed int64 key and a stable sort: the columns of a group stay in order
+    span = np.int64(values.max(initial=0) + 1)
+    key = rows * span + values
+    order = np.argsort(key, kind="stable")
+    flat, key = flat[order], key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    return flat, starts
+
+
+def _widen(a: np.ndarray, width: int, fill: float) -> np.ndarray:
+    """``a`` padded with ``fill`` (or cut) to ``width`` columns on its last axis."""
+    out = np.full((*a.shape[:-1], width), fill, a.dtype)
+    keep = min(width, a.shape[-1])
+    out[..., :keep] = a[..., :keep]
+    return out
+
+
+def channel_provenance(candidates: Candidates, channels: list[str] | None = None) -> np.ndarray:
+    """Which channels found each candidate, as a bitmask.
+
+    Args:
+        candidates: merged candidates whose ``channel_scores`` are NaN where a channel
+            did not find the item.
+        channels: channel names in bit order; default the order of ``channel_scores``.
+
+    Returns:
+        (B, C) int64 with bit ``c`` set when ``channels[c]`` found the item (0 at padding).
+
+    >>> cand = Candidates(np.array([[4, 5]]), np.array([[1.0, 0.5]], np.float32),
+    ...                   {"a": np.array([[0.3, np.nan]]), "b": np.array([[0.1, 0.2]])})
+    >>> channel_provenance(cand).tolist()
+    [[3, 2]]
+    """
+    names = list(candidates.channel_scores) if channels is None else list(channels)
+    mask = np.zeros(candidates.item_index.shape, np.int64)
+    for bit, name in enumerate(names):  # one pass per channel, a handful at most
+        if name in candidates.channel_scores:
+            found = ~np.isnan(candidates.channel_scores[name]) & candidates.valid
+            mask |= found.astype(np.int64) << bit
+    return mask
