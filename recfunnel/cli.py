@@ -124,8 +124,10 @@ def format_metrics(metrics: dict, ks: Sequence[int]) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from recfunnel.data.simulator import SimulatorConfig, simulate
 
-    config = SimulatorConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed)
-    summary = simulate(config, args.out, progress=not args.quiet, target_exposures=args.exposures)
+    config = SimulatorConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed,
+                             n_authors=max(10, args.items // 20))
+    summary = simulate(config, args.out, progress=not args.quiet, target_exposures=args.exposures,
+                       overwrite=args.overwrite)
     _say(f"simulated platform written to {args.out}: {summary}")
     return 0
 
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=_positive_int, default=14)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exposures", type=_positive_int, default=None, help="total exposures to generate")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier simulation in --out")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="simulate, fit, evaluate and print the funnel report")

@@ -185,6 +185,8 @@ def _read_parquet(path: Path) -> _RawTable:
         frames = [pq.read_table(f).to_pandas() for f in files]
     except Exception as exc:  # pyarrow raises many types for corrupt files
         raise _error(path, f"cannot read Parquet: {_one_line(exc)}") from exc
+    # a DataFrame written with its index (e.g. a users table indexed by user_id) gets it back as a column
+    frames = [f if isinstance(f.index, pd.RangeIndex) else f.reset_index() for f in frames]
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return _RawTable(frame.reset_index(drop=True), "Parquet")
 

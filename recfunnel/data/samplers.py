@@ -2,11 +2,13 @@
 
 Samplers draw ``n`` items per user at once and avoid the items in an
 ``exclude`` matrix (the user's positives) by redrawing only the colliding
-slots, for :data:`RESAMPLE_ROUNDS` rounds. A slot still colliding after that
-keeps its item: this needs a user who has excluded most of the catalogue
-(the chance per slot is about ``excluded_share ** (RESAMPLE_ROUNDS + 1)``),
-and one false negative is milder than a padding index that breaks an
-embedding lookup.
+slots, vectorised, for :data:`RESAMPLE_ROUNDS` rounds. Slots still colliding
+after that (a user who excluded most of the catalogue: the chance per slot is
+about ``excluded_share ** (RESAMPLE_ROUNDS + 1)``) are drawn exactly from the
+user's allowed items, one user at a time. The one leftover: a user who
+excluded every item keeps the excluded draws, since one false negative is
+milder than a padding index that breaks an embedding lookup. (A popularity
+sampler whose allowed items all have zero count draws them uniformly.)
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class _NegativeSampler:
     def _draw(self, size: int) -> np.ndarray:
         raise NotImplementedError
 
+    def _draw_from(self, allowed: np.ndarray, size: int) -> np.ndarray:
+        """``size`` draws restricted to the ``allowed`` items (the slow exact path)."""
+        raise NotImplementedError
+
     def sample(
         self, user_index: np.ndarray, n_per_user: int, exclude: sp.csr_matrix | None = None
     ) -> np.ndarray:
@@ -39,7 +45,7 @@ class _NegativeSampler:
             user_index: (B,) int64 user of each row (rows of ``exclude``; negative = nothing excluded).
             n_per_user: negatives per row.
             exclude: (n_users, n_items) CSR; nonzero entries are never sampled for that user
-                (up to the rare leftover described in the module docstring).
+                (unless the user excluded every item, see the module docstring).
 
         Returns:
             (B, n_per_user) int64 item indices.
@@ -68,8 +74,15 @@ class _NegativeSampler:
         for _ in range(RESAMPLE_ROUNDS):
             hit = np.flatnonzero(np.isin(row_of_slot * self.n_items + flat, excluded))
             if len(hit) == 0:
-                break
+                return flat.reshape(b, n_per_user)
             flat[hit] = self._draw(len(hit))
+        # rows that still collide exclude most of the catalogue: draw them from what is left
+        hit = np.flatnonzero(np.isin(row_of_slot * self.n_items + flat, excluded))
+        for row in np.unique(row_of_slot[hit]):
+            allowed = np.setdiff1d(np.arange(self.n_items), rows.indices[rows.indptr[row]:rows.indptr[row + 1]])
+            if len(allowed):
+                slots = hit[row_of_slot[hit] == row]
+                flat[slots] = self._draw_from(allowed, len(slots))
         return flat.reshape(b, n_per_user)
 
 
@@ -93,6 +106,9 @@ class UniformNegativeSampler(_NegativeSampler):
 
     def _draw(self, size: int) -> np.ndarray:
         return self.rng.integers(0, self.n_items, size=size, dtype=np.int64)
+
+    def _draw_from(self, allowed: np.ndarray, size: int) -> np.ndarray:
+        return self.rng.choice(allowed, size=size).astype(np.int64)
 
 
 class PopularityNegativeSampler(_NegativeSampler):
@@ -131,6 +147,11 @@ class PopularityNegativeSampler(_NegativeSampler):
         # side="right": a draw equal to a cdf step skips zero-mass items sitting on it
         items = np.searchsorted(self._cdf, u, side="right")
         return np.minimum(items, self.n_items - 1).astype(np.int64)
+
+    def _draw_from(self, allowed: np.ndarray, size: int) -> np.ndarray:
+        mass = self.probability_[allowed]
+        p = mass / mass.sum() if mass.sum() > 0 else None
+        return self.rng.choice(allowed, size=size, p=p).astype(np.int64)
 
 
 def exposed_not_clicked(interactions_df: pd.DataFrame) -> pd.DataFrame:

@@ -212,20 +212,24 @@ def full_ranking_topk(
     top = np.full((n_users, k), -1, np.int64)
     if width == 0 or n_users == 0:
         return top
-    neg = -s
-    part = np.argpartition(neg, width - 1, axis=1)[:, :width]
-    kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
-    # argpartition keeps an arbitrary subset of the items tied at the k-th
-    # score; in such rows, take the items above it and then the lowest-indexed
-    # tied ones (a stable sort of a uint8 key is a linear-time radix sort).
-    ambiguous = np.flatnonzero((s >= kth).sum(axis=1) > width)
-    if len(ambiguous):
-        row_s, row_kth = s[ambiguous], kth[ambiguous]
-        key = (row_s <= row_kth).astype(np.uint8) + (row_s < row_kth)  # 0 above, 1 tied, 2 below
-        part[ambiguous] = np.argsort(key, axis=1, kind="stable")[:, :width]
-    part.sort(axis=1)
-    order = np.argsort(np.take_along_axis(neg, part, axis=1), axis=1, kind="stable")
-    cols = np.take_along_axis(part, order, axis=1)
+    # Threshold = the k-th largest score per row, from a full sort: sorting is
+    # robust to heavy ties (popularity scores), where introselect
+    # (np.argpartition) slows down several-fold.
+    desc = -s
+    desc.sort(axis=1)
+    kth = -desc[:, width - 1 : width]
+    del desc
+    above = s > kth
+    tied = s == kth
+    need = width - above.sum(axis=1, keepdims=True)  # tied items to take, lowest index first
+    take = above | tied
+    crowded = np.flatnonzero(tied.sum(axis=1) > need[:, 0])
+    if len(crowded):
+        first_tied = np.cumsum(tied[crowded], axis=1, dtype=np.int32) <= need[crowded]
+        take[crowded] = above[crowded] | (tied[crowded] & first_tied)
+    cols = np.nonzero(take)[1].reshape(n_users, width)  # ascending columns in each row
+    order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
+    cols = np.take_along_axis(cols, order, axis=1)
     picked = np.take_along_axis(s, cols, axis=1)
     top[:, :width] = np.where(np.isneginf(picked), -1, cols)
     return top

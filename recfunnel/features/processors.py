@@ -83,14 +83,20 @@ def bucketize(x: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
 def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, float]:
     """Beta(alpha, beta) prior of per-item rates by the method of moments.
 
-    With ``m`` and ``v`` the mean and (population) variance of the rates
-    ``successes / trials`` of items with ``trials > 0`` (unweighted),
-    ``alpha + beta = m (1 - m) / v - 1`` and ``alpha = m (alpha + beta)``.
+    Items with few trials have noisy rates, so the moments are weighted by
+    trials and the binomial noise is taken out (the beta-binomial moments):
+    with ``p_i = s_i / n_i``, ``m = sum(s) / sum(n)``,
+    ``v = sum(n_i (p_i - m)²) / sum(n)`` and ``h = (#items) / sum(n)``,
+    the intra-class correlation ``rho = 1 / (alpha + beta + 1)`` solves
+    ``v = m (1 - m) (rho + (1 - rho) h)``; then ``alpha + beta = 1 / rho - 1``
+    and ``alpha = m (alpha + beta)``. Only items with ``trials > 0`` count.
+
     Robust cases: no item with trials -> (1, 1); a mean of exactly 0 or 1 is
-    nudged inside (0, 1); the prior strength ``alpha + beta`` is clipped to
-    ``[2, total trials]``, so zero variance (all rates equal, the moment formula
-    gives infinity) yields a prior worth all the data, and over-dispersed data
-    (``v >= m (1 - m)``) yields the weakest prior.
+    nudged inside (0, 1) by ``1 / (sum(n) + 2)``; the prior strength
+    ``alpha + beta`` is clipped to ``[2, sum(n)]``. So rates that vary no more
+    than binomial noise (zero variance included, where the formula gives
+    infinity) get a prior worth all the data, and rates that vary as much as
+    possible (all 0 or 1) get the weakest prior.
 
     Args:
         successes: (N,) clicks / conversions per item.
@@ -99,9 +105,9 @@ def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, fl
     Returns:
         (alpha, beta), both > 0.
 
-    >>> a, b = fit_beta_prior(np.array([1, 2, 3]), np.array([10, 10, 10]))
+    >>> a, b = fit_beta_prior(np.array([2, 8]), np.array([10, 10]))
     >>> round(a, 6), round(b, 6)
-    (4.6, 18.4)
+    (1.230769, 1.230769)
     """
     successes = np.asarray(successes, dtype=np.float64)
     trials = np.asarray(trials, dtype=np.float64)
@@ -110,13 +116,20 @@ def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, fl
     seen = trials > 0
     if not seen.any():
         return 1.0, 1.0
-    rates = np.clip(successes[seen] / trials[seen], 0.0, 1.0)
-    total_trials = float(trials[seen].sum())
-    eps = 1.0 / (total_trials + 2.0)
-    mean = float(np.clip(rates.mean(), eps, 1.0 - eps))
-    var = float(rates.var())
-    max_strength = max(total_trials, _MIN_PRIOR_STRENGTH)
-    strength = max_strength if var <= 0 else mean * (1.0 - mean) / var - 1.0
+    n = trials[seen]
+    rates = np.clip(successes[seen] / n, 0.0, 1.0)
+    total = float(n.sum())
+    raw_mean = float((n * rates).sum() / total)
+    var = float((n * (rates - raw_mean) ** 2).sum() / total)
+    eps = 1.0 / (total + 2.0)
+    mean = float(np.clip(raw_mean, eps, 1.0 - eps))
+    noise = len(n) / total
+    max_strength = max(total, _MIN_PRIOR_STRENGTH)
+    if noise >= 1.0:  # one trial per item: spread and noise cannot be told apart
+        strength = _MIN_PRIOR_STRENGTH
+    else:
+        rho = (var / (mean * (1.0 - mean)) - noise) / (1.0 - noise)
+        strength = max_strength if rho <= 0 else 1.0 / rho - 1.0
     strength = float(np.clip(strength, _MIN_PRIOR_STRENGTH, max_strength))
     return mean * strength, (1.0 - mean) * strength
 

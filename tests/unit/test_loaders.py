@@ -402,3 +402,13 @@ def test_download_rejects_unknown_names_and_zip_slip(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="outside"):
         download_movielens("ml-1m", tmp_path / "d")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_loaded_tables_round_trip_through_parquet(tmp_path):
+    path = write(tmp_path / "items.csv", "item_id,genres,price,brand\n1,a|b,2.5,x\n2,,3,\n")
+    items = load_items(path)
+    items.to_parquet(tmp_path / "items.parquet")
+    again = load_items(tmp_path / "items.parquet")
+    assert again.index.name == "item_id" and again.index.tolist() == ["1", "2"]
+    assert again["genres"].tolist() == [("a", "b"), ()]
+    assert again["brand"].tolist() == ["x", None] and again["price"].tolist() == [2.5, 3.0]

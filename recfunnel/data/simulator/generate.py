@@ -116,6 +116,11 @@ class SimulationSummary:
         """Clicks per exposure."""
         return self.n_clicks / max(self.n_exposures, 1)
 
+    def __str__(self) -> str:
+        return (f"{self.n_exposures:,} exposures in {self.n_sessions:,} sessions, {self.n_clicks:,} clicks "
+                f"(CTR {self.ctr:.2%}); {self.n_users:,} users, {self.n_items:,} items, {self.n_days} days; "
+                f"{self.n_parts} exposure files; {self.wall_seconds:.1f}s")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings)."""
         return {

@@ -32,8 +32,8 @@ def run_demo(out: Path, *, progress: bool = True, log: Callable[[str], None] = p
     t_start = time.perf_counter()
     sim_dir = out / "platform"
     log(f"[1/4] simulating {DEMO_USERS:,} users, {DEMO_ITEMS:,} items, {DEMO_DAYS} days -> {sim_dir}")
-    simulate(SimulatorConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS, seed=seed), sim_dir,
-             progress=progress)
+    simulate(SimulatorConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS, seed=seed,
+                             n_authors=DEMO_ITEMS // 20), sim_dir, progress=progress, overwrite=True)
     interactions = load_interactions(sim_dir / "interactions.parquet")
     users = load_users(sim_dir / "users.parquet")
     items = load_items(sim_dir / "items.parquet")

@@ -1,0 +1,45 @@
+"""``make bench``: run every benchmark, each in its own process, and collect the results.
+
+Each benchmark prints its own markdown table; the combined output goes to
+``bench-out/`` (JSON per benchmark and ``bench-out/summary.md``). Numbers quoted
+in BENCHMARKS.md come from these files, with the command that produced them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench-out"
+
+BENCHMARKS = [
+    ("ML-100K top-K: default funnel vs implicit", ["benchmarks/bench_ml100k.py", "--out", "bench-out/ml100k.json"]),
+    ("Simulator at 1M items / 10M exposures", ["benchmarks/bench_simulator.py", "--no-progress"]),
+]
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    sections = []
+    failed = 0
+    for title, args in BENCHMARKS:
+        print(f"== {title}: python {' '.join(args)}", flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        print(proc.stdout, flush=True)
+        if proc.returncode != 0:
+            failed += 1
+            print(proc.stderr[-4000:], file=sys.stderr)
+        sections.append(f"## {title}\n\nCommand: `python {' '.join(args)}` ({wall:.0f}s, exit {proc.returncode})\n\n"
+                        f"{proc.stdout.strip()}\n")
+    (OUT / "summary.md").write_text("\n".join(sections))
+    print(f"summary written to {OUT / 'summary.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
