@@ -55,7 +55,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from recfunnel.data.dataset import build_training_data
     from recfunnel.data.loaders import load_interactions, load_items, load_users
     from recfunnel.pipeline.offline.fit import fit_funnel
+    from recfunnel.storage.artifacts import check_replaceable
 
+    check_replaceable(args.out)  # fail before the fit, not after it
     config = load_config(args.config) if args.config else default_config()
     t0 = time.perf_counter()
     interactions = load_interactions(args.interactions)

@@ -75,6 +75,17 @@ def _check_name(name: str) -> None:
         raise ArtifactError(f"artifact name '{name}' is not a plain relative path inside the model directory")
 
 
+def check_replaceable(out_dir: str | Path) -> None:
+    """Refuse to write an artifact over anything but nothing, an empty folder or an older artifact.
+
+    Writing replaces the whole directory, so a user's folder must never be a target.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (
+            any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
+        raise ArtifactError(f"{out_dir} exists and is not a model directory; choose a new --out path")
+
+
 class ArtifactWriter:
     """Collects the files of one model directory, then commits them atomically.
 
@@ -92,6 +103,7 @@ class ArtifactWriter:
         self.out_dir = Path(out_dir)
         self.kind = kind
         self.metadata = dict(metadata or {})
+        check_replaceable(self.out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.", suffix=".tmp"))
         self._files: dict[str, str] = {}

@@ -55,8 +55,8 @@ def test_recommend_writes_the_contract_csv(workdir):
     assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
     assert recs.groupby("user_id").size().to_dict() == {"stranger": 5, "user0": 5, "user1": 5}
     train = pd.read_csv(workdir / "train.csv")
-    seen = set(zip(train.user_id, train.item_id))
-    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id))
+    seen = set(zip(train.user_id, train.item_id, strict=False))
+    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=False))
     assert recs[recs.user_id == "user0"]["rank"].tolist() == [1, 2, 3, 4, 5]
 
 

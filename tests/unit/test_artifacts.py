@@ -90,3 +90,15 @@ def test_atomic_write_text(tmp_path):
 def test_not_a_model_dir(tmp_path):
     with pytest.raises(ArtifactError, match="not a recfunnel model"):
         ArtifactReader(tmp_path)
+
+
+def test_an_existing_folder_that_is_not_a_model_is_never_replaced(tmp_path):
+    (tmp_path / "notes.txt").write_text("precious")
+    with pytest.raises(ArtifactError, match="not a model directory"):
+        ArtifactWriter(tmp_path, kind="test")
+    assert (tmp_path / "notes.txt").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _write(empty)  # an empty folder is fine
+    _write(empty)  # and so is an earlier model
+    assert ArtifactReader(empty).read_json("sub/meta.json") == {"k": 2}
