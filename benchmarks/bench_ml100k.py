@@ -71,6 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
     funnel_report = res["funnel"]
     relevant_counts = res["counts"]
 
+    # ---- the same fitted funnel without its MMR re-ranker: what diversity costs ----
+    reranker, funnel.reranker = funnel.reranker, None
+    t0 = time.perf_counter()
+    res_no_mmr = evaluate_funnel(funnel, test, KS)
+    results["recfunnel default funnel without MMR"] = {**res_no_mmr["metrics"], "fit_s": float("nan"),
+                                                      "recommend_s": time.perf_counter() - t0}
+    funnel.reranker = reranker
+
     # ---- the same funnel without the ranker / re-ranker: what ranking adds ----
     from recfunnel.config import config_from_dict
 
