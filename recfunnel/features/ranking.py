@@ -31,14 +31,14 @@ class RankingFeatureConfig:
     """Which statistics to compute.
 
     Attributes:
-        windows_days: window lengths of the windowed counts.
+        windows_days: window lengths of the windowed counts (1h, 1d, 7d, 30d by default).
         max_cardinality: categorical columns with more distinct values are not used as raw
             categorical features (they still feed affinities when below ``max_affinity_values``).
         max_affinity_values: largest vocabulary used for user-item affinity features.
         rating_prior_strength: pseudo-count of the Bayesian mean rating.
     """
 
-    windows_days: tuple[float, ...] = (1.0, 7.0, 30.0)
+    windows_days: tuple[float, ...] = (1.0 / 24.0, 1.0, 7.0, 30.0)
     max_cardinality: int = 200
     max_affinity_values: int = 5000
     rating_prior_strength: float = 10.0
@@ -186,10 +186,11 @@ class RankingFeatureBuilder:
         last_user_time = np.minimum(last_user_time, t)
         dense["item_count"] = self.item_counter_.count(items, t, None).astype(np.float32)
         for w in self.config.windows_days:
-            span = int(w * DAY)
-            dense[f"item_count_{w:g}d"] = self.item_counter_.count(items, t, span).astype(np.float32)
-            dense[f"item_count_{w:g}d_at_user_last"] = self.item_counter_.count(items, last_user_time, span).astype(np.float32)
-            dense[f"user_count_{w:g}d"] = self.user_counter_.count(users, t, span).astype(np.float32)
+            span = int(round(w * DAY))
+            label = f"{span // 3600}h" if span < DAY else f"{w:g}d"
+            dense[f"item_count_{label}"] = self.item_counter_.count(items, t, span).astype(np.float32)
+            dense[f"item_count_{label}_at_user_last"] = self.item_counter_.count(items, last_user_time, span).astype(np.float32)
+            dense[f"user_count_{label}"] = self.user_counter_.count(users, t, span).astype(np.float32)
         dense["user_count"] = self.user_counter_.count(users, t, None).astype(np.float32)
         dense["item_age_days"] = self._age(self.item_counter_.first_time_, items, t)
         last_item = self.item_counter_.last_before(items, t)
