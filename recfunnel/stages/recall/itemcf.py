@@ -35,10 +35,8 @@ import scipy.sparse as sp
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError
-from recfunnel.stages.base import Retriever
-from recfunnel.stages.recall.merge import exclusion_mask, keep_top_k_per_row, sparse_top_k
-from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
-from recfunnel.types import Candidates, RequestBatch
+from recfunnel.stages.recall.item2item import ItemToItemRetriever
+from recfunnel.stages.recall.sparse import keep_top_k_per_row
 
 _SECONDS_PER_DAY = 86_400.0
 
@@ -72,7 +70,7 @@ class ItemCFConfig:
     min_cooccurrence: int = 1
 
 
-class ItemCFRetriever(Retriever):
+class ItemCFRetriever(ItemToItemRetriever):
     """Items similar to the user's recent history.
 
     Learned attributes:
@@ -156,58 +154,3 @@ class ItemCFRetriever(Retriever):
             keep &= count.data >= cfg.min_cooccurrence
         pruned = sp.csr_matrix((value[keep], (rows[keep] - offset, cols[keep])), shape=co.shape)
         return keep_top_k_per_row(pruned, cfg.neighbours)
-
-    def history_weights(self, request: RequestBatch) -> sp.csr_matrix:
-        """(B, n_items) CSR recency weights of each user's history (repeats add up)."""
-        cfg = self.config
-        n_items = self.similarity_.shape[0]
-        history = request.history
-        valid = (history >= 0) & (history < n_items)
-        if cfg.recency == "position":
-            weight = 1.0 / (1.0 + cfg.recency_decay * np.arange(history.shape[1]))
-            weight = np.broadcast_to(weight, history.shape)
-        elif cfg.recency == "time":
-            age_days = np.maximum(request.time[:, None] - request.history_time, 0) / _SECONDS_PER_DAY
-            weight = np.exp2(-age_days / cfg.half_life_days)
-        else:
-            weight = np.ones(history.shape)
-        rows = np.broadcast_to(np.arange(len(request))[:, None], history.shape)
-        h = sp.csr_matrix((weight[valid], (rows[valid], history[valid])), shape=(len(request), n_items))
-        h.sum_duplicates()
-        return h
-
-    def retrieve(self, request: RequestBatch, k: int) -> Candidates:
-        """Items most similar to each user's recent history, minus ``request.exclude``.
-
-        Args:
-            request: B users; ``history``, ``history_time``, ``time`` and ``exclude`` are used.
-            k: items per user.
-
-        Returns:
-            (B, <=k) candidates scored by ``sum_h w_h S[h, i]``; users without history
-            (or whose history has no neighbours) get padding.
-        """
-        scores = (self.history_weights(request) @ self.similarity_).tocsr()
-        scores.sum_duplicates()
-        rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
-        scores.data[exclusion_mask(request.exclude, rows, scores.indices)] = 0.0
-        scores.eliminate_zeros()
-        items, score = sparse_top_k(scores, k)
-        return Candidates(items, score, {self.name: score})
-
-    def save(self, writer: ArtifactWriter, prefix: str) -> None:
-        s = self.similarity_
-        writer.write_arrays(f"{prefix}itemcf_similarity.npz", {
-            "data": s.data, "indices": s.indices, "indptr": s.indptr, "shape": np.array(s.shape, np.int64),
-        })
-
-    @classmethod
-    def load(cls, reader: ArtifactReader, prefix: str, config: ItemCFConfig,
-             name: str | None = None) -> Self:
-        arrays = reader.read_arrays(f"{prefix}itemcf_similarity.npz")
-        stage = cls(config, name)
-        stage.similarity_ = sp.csr_matrix(
-            (arrays["data"].astype(np.float32), arrays["indices"], arrays["indptr"]),
-            shape=tuple(int(v) for v in arrays["shape"]),
-        )
-        return stage
