@@ -46,13 +46,77 @@ def exclusion_mask(exclude: sp.spmatrix, rows: np.ndarray, items: np.ndarray) ->
     return (ex_keys[pos] == keys) & (items >= 0)
 
 
+#: entries of the dense block one top-k pass works on (bounds memory to ~100 MB)
+_BLOCK_ENTRIES = 1 << 22
+
+
 def _row_top_k(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(row, rank, column, value) of the k best stored entries of each row, by row then rank."""
-    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-    order = np.lexsort((m.indices, -m.data, rows))  # rows stay grouped: CSR rows are sorted
-    rank = np.arange(m.nnz) - m.indptr[rows]
-    keep = rank < k
-    return rows[keep], rank[keep], m.indices[order[keep]].astype(np.int64), m.data[order[keep]]
+    """(row, rank, column, value) of the k best stored entries of each row, by row then rank.
+
+    Rows are processed in blocks padded to the block's longest row; a stable sort of
+    each padded row keeps the lower column first among ties because CSR rows hold
+    their columns in ascending order (``m`` must have sorted indices).
+    """
+    counts = np.diff(m.indptr)
+    parts: list[tuple[np.ndarray, ...]] = []
+    start_row = 0
+    n_rows = m.shape[0]
+    while start_row < n_rows:
+        # grow the block while the padded area stays within budget
+        widest = max(int(counts[start_row]), 1)
+        rows_fit = max(1, _BLOCK_ENTRIES // widest)
+        end_row = min(n_rows, start_row + rows_fit)
+        block_width = int(counts[start_row:end_row].max(initial=0))
+        while end_row - start_row > 1 and (end_row - start_row) * block_width > _BLOCK_ENTRIES:
+            end_row = start_row + max(1, (end_row - start_row) // 2)
+            block_width = int(counts[start_row:end_row].max(initial=0))
+        if block_width > 0:
+            c = counts[start_row:end_row]
+            offsets = np.arange(block_width)
+            valid = offsets[None, :] < c[:, None]
+            pos = np.minimum(m.indptr[start_row:end_row, None] + offsets[None, :], max(m.nnz - 1, 0))
+            vals = np.where(valid, m.data[pos], -np.inf)
+            parts.append(_block_top_k(vals, valid, pos, k, start_row, m))
+        start_row = end_row
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, np.zeros(0, m.dtype)
+    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def _block_top_k(vals: np.ndarray, valid: np.ndarray, pos: np.ndarray, k: int, row_offset: int,
+                 m: sp.csr_matrix) -> tuple[np.ndarray, ...]:
+    """Top-k of each row of a padded dense block (columns ascending along axis 1).
+
+    argpartition finds each row's k-th value t in linear time; entries above t are
+    kept, and among entries equal to t the leftmost (lowest columns) fill the
+    remaining places, which is exactly what a full stable sort would keep. Only
+    the kept (rows x k) entries are then sorted.
+    """
+    width = vals.shape[1]
+    kk = min(k, width)
+    if kk < width:
+        kth = -np.partition(-vals, kk - 1, axis=1)[:, kk - 1:kk]
+        above = vals > kth
+        need = kk - above.sum(axis=1, keepdims=True)
+        tie = (vals == kth) & valid
+        keep = above | (tie & (np.cumsum(tie, axis=1) <= need))
+        keep &= valid
+    else:
+        keep = valid
+    slot = np.cumsum(keep, axis=1) - 1
+    r, c = np.nonzero(keep)
+    kept_vals = np.full((vals.shape[0], kk), -np.inf)
+    kept_pos = np.zeros((vals.shape[0], kk), np.int64)
+    kept_valid = np.zeros((vals.shape[0], kk), bool)
+    kept_vals[r, slot[r, c]] = vals[r, c]
+    kept_pos[r, slot[r, c]] = pos[r, c]
+    kept_valid[r, slot[r, c]] = True
+    order = np.argsort(-kept_vals, axis=1, kind="stable")  # kept slots are in column order: ties stay put
+    take_valid = np.take_along_axis(kept_valid, order, axis=1)
+    rr, rank = np.nonzero(take_valid)
+    src = kept_pos[rr, order[rr, rank]]
+    return rr + row_offset, rank, m.indices[src].astype(np.int64), m.data[src]
 
 
 def sparse_top_k(scores: sp.spmatrix, k: int) -> tuple[np.ndarray, np.ndarray]:
