@@ -13,7 +13,21 @@ from recfunnel.errors import ConfigError
 # kind -> (module, config class name, stage class name)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "popular": ("recfunnel.stages.recall.popular", "PopularConfig", "PopularRetriever"),
+    "hot": ("recfunnel.stages.recall.popular", "HotConfig", "HotRetriever"),
+    "category_popular": ("recfunnel.stages.recall.popular", "CategoryPopularConfig", "CategoryPopularRetriever"),
+    "new_items": ("recfunnel.stages.recall.new_items", "NewItemConfig", "NewItemRetriever"),
     "itemcf": ("recfunnel.stages.recall.itemcf", "ItemCFConfig", "ItemCFRetriever"),
+    "usercf": ("recfunnel.stages.recall.usercf", "UserCFConfig", "UserCFRetriever"),
+    "swing": ("recfunnel.stages.recall.swing", "SwingConfig", "SwingRetriever"),
+    "als": ("recfunnel.stages.recall.mf", "ALSConfig", "ALSRetriever"),
+    "bpr": ("recfunnel.stages.recall.mf", "BPRConfig", "BPRRetriever"),
+    "ease": ("recfunnel.stages.recall.ease", "EASEConfig", "EASERetriever"),
+    "category_index": ("recfunnel.stages.recall.profile", "CategoryIndexConfig", "CategoryIndexRetriever"),
+    "author": ("recfunnel.stages.recall.profile", "AuthorConfig", "AuthorRetriever"),
+    "geo": ("recfunnel.stages.recall.profile", "GeoConfig", "GeoRetriever"),
+    "cache": ("recfunnel.stages.recall.cache", "CacheConfig", "CacheRetriever"),
+    "cluster": ("recfunnel.stages.recall.cluster", "ClusterConfig", "ClusterRetriever"),
+    "lookalike": ("recfunnel.stages.recall.lookalike", "LookalikeConfig", "LookalikeRetriever"),
     "lightgbm": ("recfunnel.stages.rank.lightgbm", "LightGBMRankerConfig", "LightGBMRanker"),
     "mmr": ("recfunnel.stages.rerank.mmr", "MMRConfig", "MMRReRanker"),
 }

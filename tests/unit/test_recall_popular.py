@@ -1,4 +1,4 @@
-"""PopularRetriever: conformance, decay, windows, exclusions."""
+"""Popular channels: global popular, hot (short half-life) and category popular."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ import scipy.sparse as sp
 
 from recfunnel.data.dataset import build_training_data
 from recfunnel.errors import ConfigError
-from recfunnel.stages.recall.popular import PopularConfig, PopularRetriever
+from recfunnel.stages.recall.popular import (
+    CategoryPopularConfig,
+    CategoryPopularRetriever,
+    HotConfig,
+    HotRetriever,
+    PopularConfig,
+    PopularRetriever,
+)
+from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.testing.conformance import RetrieverConformance
+from recfunnel.testing.synthetic import make_request
 from recfunnel.types import RequestBatch
 
 DAY = 86_400
@@ -35,9 +44,11 @@ def _data(events: list[tuple[str, str, int]]):
     return build_training_data(pd.DataFrame(events, columns=["user_id", "item_id", "timestamp"]))
 
 
-def _request(n_rows: int, n_items: int, exclude: sp.csr_matrix | None = None) -> RequestBatch:
+def _request(n_rows: int, n_items: int, exclude: sp.csr_matrix | None = None,
+             time: int = 100 * DAY) -> RequestBatch:
+    """Requests without history at ``time`` (by default after every event of these tests)."""
     return RequestBatch(
-        np.arange(n_rows), np.zeros(n_rows, np.int64), np.full((n_rows, 1), -1),
+        np.arange(n_rows), np.full(n_rows, time, np.int64), np.full((n_rows, 1), -1),
         np.zeros((n_rows, 1), np.int64),
         exclude if exclude is not None else sp.csr_matrix((n_rows, n_items)),
     )
@@ -77,3 +88,106 @@ def test_rejects_bad_config() -> None:
     data = _data([("u", "a", 0)])
     with pytest.raises(ConfigError):
         PopularRetriever(PopularConfig(half_life_days=0.0)).fit(data)
+
+
+def test_items_first_seen_after_the_request_are_not_returned() -> None:
+    # point-in-time: "b" is the most popular item, but nobody had it before t = 5 days
+    data = _data([("u1", "a", 0), ("u2", "b", 5 * DAY), ("u3", "b", 6 * DAY), ("u4", "c", 1)])
+    popular = PopularRetriever(PopularConfig(half_life_days=None)).fit(data)
+    request = RequestBatch(np.arange(2), np.array([2 * DAY, 10 * DAY]), np.full((2, 1), -1),
+                           np.zeros((2, 1), np.int64), sp.csr_matrix((2, 3)))
+    out = popular.retrieve(request, k=2)
+    assert out.item_index.tolist() == [[0, 2], [1, 0]]
+
+
+def test_publish_time_column_counts_as_the_item_time() -> None:
+    events = pd.DataFrame([("u1", "a", 10), ("u2", "a", 10), ("u3", "b", 10)],
+                          columns=["user_id", "item_id", "timestamp"])
+    items = pd.DataFrame({"publish_time": [50, 0]}, index=pd.Index(["a", "b"], name="item_id"))
+    popular = PopularRetriever().fit(build_training_data(events, items=items))
+    assert popular.retrieve(_request(1, 2, time=20), k=2).item_index.tolist() == [[1, -1]]
+
+
+def test_load_of_an_artifact_without_item_times(tmp_path) -> None:
+    with ArtifactWriter(tmp_path / "m", kind="popular") as writer:
+        writer.write_arrays("popular.npz", {"scores": np.array([1.0, 3.0], np.float32)})
+    popular = PopularRetriever.load(ArtifactReader(tmp_path / "m"), "", PopularConfig())
+    assert popular.retrieve(_request(1, 2, time=0), k=2).item_index.tolist() == [[1, 0]]
+
+
+# --- hot -------------------------------------------------------------------------------------
+
+
+class TestHotConformance(RetrieverConformance):
+    def make_retriever(self) -> HotRetriever:
+        return HotRetriever(HotConfig(half_life_days=2.0, window_days=10.0))
+
+    def check_planted_answer(self, data, request, out) -> None:
+        # known answer: sum of 2 ** (-age / 2 days) over events of the last 10 days
+        inter = data.interactions
+        age = (inter.timestamp.max() - inter.timestamp) / DAY
+        hot = np.bincount(inter.item_index, weights=np.where(age <= 10, np.exp2(-age / 2.0), 0.0),
+                          minlength=data.n_items)
+        for row in range(0, len(request), 7):
+            seen = set(request.exclude[row].indices)
+            expected = [i for i in np.argsort(-hot, kind="stable") if i not in seen and hot[i] > 0]
+            got = out.item_index[row][out.valid[row]].tolist()
+            assert got == expected[: len(got)] and len(got) == min(self.k, len(expected))
+            np.testing.assert_allclose(out.score[row][out.valid[row]], hot[got], rtol=1e-5)
+
+
+def test_hot_prefers_what_is_recent_and_popular_what_is_frequent() -> None:
+    old = [(f"u{j}", "evergreen", 0) for j in range(5)]
+    new = [(f"v{j}", "trending", 20 * DAY) for j in range(2)]
+    data = _data(old + new)
+    assert PopularRetriever().fit(data).retrieve(_request(1, 2), k=2).item_index.tolist() == [[0, 1]]
+    hot = HotRetriever().fit(data)
+    assert hot.kind == "hot" and hot.name == "hot"
+    assert hot.retrieve(_request(1, 2), k=2).item_index.tolist() == [[1]]  # evergreen is out of the window
+
+
+# --- category popular ------------------------------------------------------------------------
+
+
+class TestCategoryPopularConformance(RetrieverConformance):
+    def make_retriever(self) -> CategoryPopularRetriever:
+        return CategoryPopularRetriever(CategoryPopularConfig(half_life_days=None))
+
+
+_SIZES = (("a", 12), ("b", 8), ("c", 4))
+
+
+def _category_data():
+    """Categories A (items a0..a11), B (b0..b7), C (c0..c3); within a category, lower numbers are
+    more popular; user "me" had a5, a6, a7 and b7."""
+    events = []
+    for cat, n in _SIZES:
+        for i in range(n):
+            events += [(f"fan{cat}{i}_{j}", f"{cat}{i}", 100 + j) for j in range(15 - i)]
+    events += [("me", "a5", 1_000), ("me", "b7", 1_001), ("me", "a7", 1_002), ("me", "a6", 1_003)]
+    items = pd.DataFrame({"category": [c.upper() for c, n in _SIZES for _ in range(n)]},
+                         index=pd.Index([f"{c}{i}" for c, n in _SIZES for i in range(n)]))
+    return build_training_data(pd.DataFrame(events, columns=["user_id", "item_id", "timestamp"]), items=items)
+
+
+def test_category_popular_follows_the_category_mix() -> None:
+    data = _category_data()
+    channel = CategoryPopularRetriever(CategoryPopularConfig(half_life_days=None, recency="none")).fit(data)
+    me = data.user_ids.index(["me"])
+    out = channel.retrieve(make_request(data, me, history_length=10), k=8)
+    got = data.item_ids.to_ids(out.item_index[0][out.valid[0]]).tolist()
+    # shares A 3/4, B 1/4 -> 6 places for A and 2 for B (D'Hondt), each the hottest unseen, no C
+    assert [g for g in got if g.startswith("a")] == ["a0", "a1", "a2", "a3", "a4", "a8"]
+    assert [g for g in got if g.startswith("b")] == ["b0", "b1"]
+    assert got[:2] == ["a0", "a1"] and len(got) == 8
+    assert (np.diff(out.score[0]) <= 0).all()
+    # a category that runs dry leaves its places to the others
+    more = channel.retrieve(make_request(data, me, history_length=10), k=20)
+    assert (more.valid.sum(), sum(g.startswith("b") for g in data.item_ids.to_ids(more.item_index[0]))) == (16, 7)
+
+
+def test_category_popular_needs_the_column() -> None:
+    with pytest.raises(ConfigError, match="no column 'genre'"):
+        CategoryPopularRetriever(CategoryPopularConfig(column="genre")).fit(_category_data())
+    with pytest.raises(ConfigError):
+        CategoryPopularRetriever(CategoryPopularConfig(top_categories=0)).fit(_category_data())

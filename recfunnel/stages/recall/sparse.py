@@ -53,35 +53,40 @@ _BLOCK_ENTRIES = 1 << 22
 def _row_top_k(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row, rank, column, value) of the k best stored entries of each row, by row then rank.
 
-    Rows are processed in blocks padded to the block's longest row; a stable sort of
-    each padded row keeps the lower column first among ties because CSR rows hold
-    their columns in ascending order (``m`` must have sorted indices).
+    Rows are visited in order of length and cut into blocks padded to the block's
+    longest row, so a few long rows among many short ones (a similarity matrix of a
+    power-law catalogue) never pad the short ones. A block's top-k is exact with the
+    lower column first among ties, because CSR rows hold their columns in ascending
+    order (``m`` must have sorted indices).
     """
     counts = np.diff(m.indptr)
-    parts: list[tuple[np.ndarray, ...]] = []
-    start_row = 0
     n_rows = m.shape[0]
-    while start_row < n_rows:
-        # grow the block while the padded area stays within budget
-        widest = max(int(counts[start_row]), 1)
-        rows_fit = max(1, _BLOCK_ENTRIES // widest)
-        end_row = min(n_rows, start_row + rows_fit)
-        block_width = int(counts[start_row:end_row].max(initial=0))
-        while end_row - start_row > 1 and (end_row - start_row) * block_width > _BLOCK_ENTRIES:
-            end_row = start_row + max(1, (end_row - start_row) // 2)
-            block_width = int(counts[start_row:end_row].max(initial=0))
-        if block_width > 0:
-            c = counts[start_row:end_row]
-            offsets = np.arange(block_width)
-            valid = offsets[None, :] < c[:, None]
-            pos = np.minimum(m.indptr[start_row:end_row, None] + offsets[None, :], max(m.nnz - 1, 0))
-            vals = np.where(valid, m.data[pos], -np.inf)
-            parts.append(_block_top_k(vals, valid, pos, k, start_row, m))
-        start_row = end_row
-    if not parts:
+    if k <= 0 or m.nnz == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty, np.zeros(0, m.dtype)
-    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
+    by_length = np.argsort(counts, kind="stable")
+    sorted_counts = counts[by_length]
+    parts: list[tuple[np.ndarray, ...]] = []
+    start = int(np.searchsorted(sorted_counts, 1))  # empty rows have nothing to keep
+    while start < n_rows:
+        # rows are sorted by length, so a block's padded area (rows x its last row's
+        # length) grows with its end: take the longest block within the budget
+        ends = np.arange(start + 1, min(n_rows, start + _BLOCK_ENTRIES) + 1)
+        area = (ends - start) * sorted_counts[ends - 1]
+        end = start + max(1, int(np.searchsorted(area, _BLOCK_ENTRIES, side="right")))
+        rows = by_length[start:end]
+        width = int(sorted_counts[end - 1])
+        offsets = np.arange(width)
+        c = counts[rows]
+        valid = offsets[None, :] < c[:, None]
+        pos = np.minimum(m.indptr[rows][:, None] + offsets[None, :], m.nnz - 1)
+        vals = np.where(valid, m.data[pos], -np.inf)
+        r, rank, cols, values = _block_top_k(vals, valid, pos, k, 0, m)
+        parts.append((rows[r], rank, cols, values))
+        start = end
+    row, rank, cols, values = (np.concatenate(x) for x in zip(*parts, strict=True))
+    order = np.lexsort((rank, row))
+    return row[order], rank[order], cols[order], values[order]
 
 
 def _block_top_k(vals: np.ndarray, valid: np.ndarray, pos: np.ndarray, k: int, row_offset: int,
