@@ -201,9 +201,14 @@ def load_config(path: str | Path) -> FunnelConfig:
     return config_from_dict(raw)
 
 
+#: The best merged set the benchmarks support (BENCHMARKS.md, "Retrieval"): ItemCF, UserCF
+#: and BPR find different items (their union at 500 beats every single channel), popular
+#: covers users without history. BPR runs on one thread so that fits are reproducible.
 DEFAULT_CONFIG: dict[str, Any] = {
     "channels": [
         {"kind": "itemcf", "quota": 300},
+        {"kind": "usercf", "quota": 200},
+        {"kind": "bpr", "quota": 200, "params": {"num_threads": 1}},
         {"kind": "popular", "quota": 100},
     ],
     "ranker": {"kind": "lightgbm"},
