@@ -28,6 +28,10 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "cache": ("recfunnel.stages.recall.cache", "CacheConfig", "CacheRetriever"),
     "cluster": ("recfunnel.stages.recall.cluster", "ClusterConfig", "ClusterRetriever"),
     "lookalike": ("recfunnel.stages.recall.lookalike", "LookalikeConfig", "LookalikeRetriever"),
+    "item2vec": ("recfunnel.stages.recall.embedding", "Item2VecConfig", "Item2VecRetriever"),
+    "deepwalk": ("recfunnel.stages.recall.embedding", "DeepWalkConfig", "DeepWalkRetriever"),
+    "node2vec": ("recfunnel.stages.recall.embedding", "Node2VecConfig", "Node2VecRetriever"),
+    "eges": ("recfunnel.stages.recall.embedding", "EGESConfig", "EGESRetriever"),
     "lightgbm": ("recfunnel.stages.rank.lightgbm", "LightGBMRankerConfig", "LightGBMRanker"),
     "mmr": ("recfunnel.stages.rerank.mmr", "MMRConfig", "MMRReRanker"),
 }
