@@ -33,6 +33,9 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "node2vec": ("recfunnel.stages.recall.embedding", "Node2VecConfig", "Node2VecRetriever"),
     "eges": ("recfunnel.stages.recall.embedding", "EGESConfig", "EGESRetriever"),
     "lightgbm": ("recfunnel.stages.rank.lightgbm", "LightGBMRankerConfig", "LightGBMRanker"),
+    "xgboost": ("recfunnel.stages.rank.xgboost", "XGBoostRankerConfig", "XGBoostRanker"),
+    "gbdt_lr": ("recfunnel.stages.rank.gbdt_lr", "GBDTLRRankerConfig", "GBDTLRRanker"),
+    "neural": ("recfunnel.stages.rank.neural", "NeuralRankerConfig", "NeuralRanker"),
     "mmr": ("recfunnel.stages.rerank.mmr", "MMRConfig", "MMRReRanker"),
 }
 

@@ -221,10 +221,12 @@ class RankingFeatureBuilder:
             h = sp.csr_matrix((np.ones(len(hrows), np.float32), (hrows, hist[hrows, hcols])),
                               shape=(len(request), self.n_items_))
             h = sp.diags(1.0 / np.maximum(np.asarray(h.sum(axis=1)).ravel(), 1.0)).dot(h).tocsr()
+            known = (items >= 0) & (items < self.n_items_)  # items published after the fit have no profile yet
+            safe_items = np.where(known, items, 0)
             for col, m in self.affinity_.items():
                 profile = (h @ m).tocsr()
-                dense[f"affinity_{col}"] = np.asarray(
-                    profile[rows].multiply(m[items]).sum(axis=1)).ravel().astype(np.float32)
+                value = np.asarray(profile[rows].multiply(m[safe_items]).sum(axis=1)).ravel()
+                dense[f"affinity_{col}"] = np.where(known, value, np.nan).astype(np.float32)
 
         for name, values in self.user_dense_.items():
             dense[name] = self._gather(values, users, np.nan)

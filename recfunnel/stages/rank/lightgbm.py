@@ -3,6 +3,11 @@
 Training samples are the funnel's own candidates (seed 000 §2, 003 §6): a
 user's held-out items among them are positives, the other candidates are
 hard negatives from the same distribution the ranker will see when serving.
+The sampling is shared with the other learned rankers (:mod:`recfunnel.stages.rank.samples`).
+
+Hyper-parameters found by :func:`recfunnel.training.grid_search.grid_search` with
+``lightgbm.LGBMClassifier`` carry over through
+:func:`recfunnel.training.grid_search.ranker_config_with`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import RecfunnelError
 from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
 from recfunnel.stages.base import Ranker
+from recfunnel.stages.rank.samples import build_ranker_samples, query_sizes, validation_row_mask
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.types import Candidates, RequestBatch
 
@@ -70,36 +76,12 @@ class LightGBMRanker(Ranker):
         self.channel_names_ = tuple(sorted(candidates.channel_scores))
         builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
         rng = np.random.default_rng(cfg.seed)
-        # keep every positive and a random sample of negatives per user: bounded memory, same distribution
-        valid = candidates.valid
-        noise = rng.random(labels.shape)
-        noise[~valid] = np.inf
-        noise[labels & valid] = -1.0
-        n_pos = (labels & valid).sum(axis=1)
-        keep_n = np.minimum(valid.sum(axis=1), n_pos + cfg.negatives_per_user)
-        rank = np.argsort(np.argsort(noise, axis=1), axis=1)
-        keep = (rank < keep_n[:, None]) & valid
-        users_with_pos = np.flatnonzero(n_pos > 0)
-        if len(users_with_pos) == 0:
-            raise RecfunnelError("the ranker has no positive training samples: retrieval found none of the held-out items")
-        if len(users_with_pos) > cfg.max_train_users:
-            users_with_pos = np.sort(rng.choice(users_with_pos, cfg.max_train_users, replace=False))
-        row_keep = np.zeros(len(labels), bool)
-        row_keep[users_with_pos] = True
-        keep &= row_keep[:, None]
-        masked = Candidates(
-            np.where(keep, candidates.item_index, -1), candidates.score,
-            dict(candidates.channel_scores), dict(candidates.stage_scores))
-        feats, rows, cols = builder.transform(request, masked)
-        x = feats.to_matrix()
-        y = labels[rows, cols].astype(np.float32)
-        self.feature_names_ = feats.names
-        categorical = [i for i, n in enumerate(self.feature_names_) if n in feats.sparse]
-
-        is_valid_user = rng.random(len(labels)) < cfg.validation_fraction
-        vmask = is_valid_user[rows]
-        if vmask.all() or not vmask.any() or y[vmask].sum() == 0:
-            vmask = np.zeros(len(rows), bool)
+        samples = build_ranker_samples(builder, request, candidates, labels, cfg.negatives_per_user,
+                                       cfg.max_train_users, rng)
+        x, y, rows = samples.x, samples.y, samples.rows
+        self.feature_names_ = samples.feature_names
+        categorical = samples.categorical
+        vmask = validation_row_mask(rows, y, len(labels), cfg.validation_fraction, rng)
         params = {
             "objective": cfg.objective, "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
             "min_child_samples": cfg.min_child_samples, "feature_fraction": cfg.feature_fraction,
@@ -113,8 +95,7 @@ class LightGBMRanker(Ranker):
         def dataset(mask: np.ndarray, reference=None) -> lgb.Dataset:
             group = None
             if cfg.objective == "lambdarank":
-                # rows come out of np.nonzero in row-major order, so each user's rows are contiguous
-                group = np.bincount(rows[mask])[np.unique(rows[mask])]
+                group = query_sizes(rows[mask])
             return lgb.Dataset(x[mask], y[mask], group=group, feature_name=self.feature_names_,
                                categorical_feature=categorical, reference=reference, free_raw_data=True)
 

@@ -1,0 +1,161 @@
+"""Neural ranking stage: any model of the zoo, trained on the funnel's own candidates.
+
+Like :class:`~recfunnel.stages.rank.lightgbm.LightGBMRanker`, the model learns
+from labelled retrieval candidates (held-out positives against the other
+candidates of the same user). Features come from
+:class:`~recfunnel.features.ranking.RankingFeatureBuilder` and
+:class:`~recfunnel.features.tensors.TensorEncoder`, the same code at training
+and at serving time. Weights are saved as ``.npz`` arrays (never pickle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from recfunnel.data.dataset import TrainingData
+from recfunnel.errors import ConfigError, RecfunnelError
+from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
+from recfunnel.features.tensors import TensorEncoder, TensorEncoderConfig
+from recfunnel.layers.inputs import ModelSchema
+from recfunnel.stages.base import Ranker
+from recfunnel.stages.rank.models import build_model, model_class
+from recfunnel.stages.rank.samples import sample_training_slots
+from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+from recfunnel.training.trainer import Trainer, TrainerConfig, predict_logits, torch_threads
+from recfunnel.types import Candidates, RequestBatch
+
+
+@dataclass(frozen=True)
+class NeuralRankerConfig:
+    """A neural ranker: which model, its options, and how to train it.
+
+    Attributes:
+        model: a name of :data:`recfunnel.stages.rank.models.MODELS` (``deepfm``, ``din``, ...).
+        model_params: options of that model's config (``embed_dim``, ``hidden``, ...).
+        trainer: the training loop's options.
+        encoder: which extra inputs (ids, categories, behaviour sequence) the model reads.
+        features: the statistics features.
+        negatives_per_user: candidates kept per user besides the positives.
+        max_train_users: users sampled for training (bounded memory).
+        validation_fraction: users held out for early stopping.
+        score_batch_size: rows per forward pass when scoring.
+        threads: torch threads when scoring (0 = torch's setting).
+    """
+
+    model: str = "deepfm"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=4, batch_size=1024))
+    encoder: TensorEncoderConfig = field(default_factory=TensorEncoderConfig)
+    features: RankingFeatureConfig = field(default_factory=RankingFeatureConfig)
+    negatives_per_user: int = 150
+    max_train_users: int = 20_000
+    validation_fraction: float = 0.15
+    score_batch_size: int = 8192
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        cls = model_class(self.model)  # raises a ConfigError naming the known models
+        known = {f.name for f in dataclasses.fields(cls.config_class)}
+        unknown = sorted(set(self.model_params) - known)
+        if unknown:
+            raise ConfigError(f"model {self.model!r} has no option(s) {unknown}; options: {sorted(known)}")
+        if cls.needs_sequences and self.encoder.max_sequence_length < 1:
+            raise ConfigError(f"model {self.model!r} reads the behaviour sequence: encoder.max_sequence_length must be >= 1")
+
+
+class NeuralRanker(Ranker):
+    """Scores (user, candidate) pairs with a model of the zoo."""
+
+    kind = "neural"
+
+    def __init__(self, config: NeuralRankerConfig | None = None, name: str | None = None):
+        super().__init__(config or NeuralRankerConfig(), name or "rank")
+
+    def fit(self, data: TrainingData) -> Self:
+        """Re-index the statistics on ``data`` (the model is learned by :meth:`fit_candidates`)."""
+        channels = getattr(self, "channel_names_", ())
+        self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
+        return self
+
+    def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
+                       labels: np.ndarray, *, progress: bool = False) -> Self:
+        cfg = self.config
+        self.channel_names_ = tuple(sorted(candidates.channel_scores))
+        builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
+        rng = np.random.default_rng(cfg.seed)
+        masked = sample_training_slots(candidates, labels, cfg.negatives_per_user, cfg.max_train_users, rng)
+        feats, rows, cols = builder.transform(request, masked)
+        encoder = TensorEncoder(cfg.encoder).fit(data, feats)
+        batch = encoder.transform(request, masked, feats, rows, cols)
+        batch.label = torch.as_tensor(labels[rows, cols].astype(np.float32))
+        batch.group = torch.as_tensor(rows.astype(np.int64))
+        is_valid_user = rng.random(len(labels)) < cfg.validation_fraction
+        vmask = is_valid_user[rows]
+        if vmask.all() or not vmask.any() or batch.label[torch.as_tensor(vmask)].sum() == 0:
+            vmask = np.zeros(len(rows), bool)
+        train = batch.select(torch.as_tensor(np.flatnonzero(~vmask)))
+        valid = batch.select(torch.as_tensor(np.flatnonzero(vmask))) if vmask.any() else None
+        schema = encoder.schema()
+        torch.manual_seed(cfg.trainer.seed)
+        model = build_model(cfg.model, schema, cfg.model_params)
+        trainer_cfg = dataclasses.replace(cfg.trainer, progress=cfg.trainer.progress or progress)
+        history = Trainer(trainer_cfg).fit(model, train, valid)
+        self.schema_, self.model_, self.encoder_, self.features_ = schema, model, encoder, builder
+        self.train_summary_ = {
+            "rows": len(batch), "positives": int(batch.label.sum()), "users": int(len(np.unique(rows))),
+            "best_epoch": history.best_epoch, "validation_auc": history.valid_auc,
+            "train_loss": history.train_loss, "samples_per_second": history.samples_per_second,
+        }
+        return self
+
+    def score(self, request: RequestBatch, candidates: Candidates) -> np.ndarray:
+        """(B, C) float32 logits, -inf at padding."""
+        out = np.full(candidates.item_index.shape, -np.inf, np.float32)
+        if not candidates.valid.any():
+            return out
+        feats, rows, cols = self.features_.transform(request, candidates)
+        batch = self.encoder_.transform(request, candidates, feats, rows, cols)
+        with torch_threads(self.config.threads):
+            out[rows, cols] = predict_logits(self.model_, batch, self.config.score_batch_size)
+        return out
+
+    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
+        return candidates.with_scores(self.score(request, candidates), "rank", k)
+
+    def save(self, writer: ArtifactWriter, prefix: str) -> None:
+        if not self.is_fitted or not hasattr(self, "model_"):
+            raise RecfunnelError("the neural ranker is not trained")
+        state = {k: v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()}
+        writer.write_arrays(f"{prefix}weights.npz", state)
+        writer.write_arrays(f"{prefix}features.npz", self.features_.to_arrays())
+        writer.write_arrays(f"{prefix}encoder.npz", self.encoder_.to_arrays())
+        writer.write_json(f"{prefix}meta.json", {
+            "model": self.config.model, "schema": self.schema_.to_dict(),
+            "channel_names": list(self.channel_names_), "builder": self.features_.meta(),
+            "encoder": self.encoder_.meta(), "train_summary": self.train_summary_,
+        })
+
+    @classmethod
+    def load(cls, reader: ArtifactReader, prefix: str, config: NeuralRankerConfig, name: str | None = None) -> Self:
+        ranker = cls(config, name)
+        meta = reader.read_json(f"{prefix}meta.json")
+        if meta["model"] != config.model:
+            raise RecfunnelError(f"the saved ranker is a {meta['model']!r} model, the config asks for {config.model!r}")
+        ranker.channel_names_ = tuple(meta["channel_names"])
+        ranker.train_summary_ = meta["train_summary"]
+        ranker.schema_ = ModelSchema.from_dict(meta["schema"])
+        ranker.features_ = RankingFeatureBuilder.from_arrays(
+            config.features, ranker.channel_names_, reader.read_arrays(f"{prefix}features.npz"), meta["builder"])
+        ranker.encoder_ = TensorEncoder.from_arrays(config.encoder, reader.read_arrays(f"{prefix}encoder.npz"),
+                                                    meta["encoder"])
+        model = build_model(config.model, ranker.schema_, config.model_params)
+        weights = reader.read_arrays(f"{prefix}weights.npz")
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        ranker.model_ = model.eval()
+        return ranker

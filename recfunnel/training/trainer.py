@@ -1,0 +1,252 @@
+"""The training loop of the neural rankers, apart from the models (Lightning-style separation).
+
+``Trainer(config).fit(model, train, valid)`` runs mini-batch training with Adam
+or Adagrad, evaluates validation AUC after every epoch, keeps the best weights
+and stops early when AUC stops improving. Runs are deterministic for a seed and
+a thread count. Checkpoints are plain ``state_dict`` files read back with
+``torch.load(weights_only=True)``, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recfunnel.evaluation.metrics import auc
+from recfunnel.layers.inputs import TensorBatch
+from recfunnel.storage.artifacts import atomic_write_bytes
+from recfunnel.training.losses import LOSSES
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How to train a neural ranker.
+
+    Attributes:
+        epochs: maximum passes over the training rows.
+        batch_size: rows per step (for pair-wise and list-wise losses, whole groups are kept together).
+        learning_rate: step size.
+        optimizer: ``adam`` or ``adagrad``.
+        weight_decay: L2 on the dense (non-embedding) parameters.
+        embedding_l2: L2 on the embedding rows used in a batch (sparse-friendly regularisation).
+        loss: ``bce`` (point-wise, honours sample weights), ``bpr`` / ``hinge`` (pair-wise
+            within a group) or ``softmax`` (list-wise over a group).
+        patience: epochs without a better validation AUC before stopping.
+        restore_best: end with the weights of the best validation epoch (else the last epoch's).
+        seed: seed of initialisation and shuffling.
+        threads: torch intra-op threads during training (0 = leave torch's setting).
+        eval_batch_size: rows per forward pass at evaluation and inference.
+        checkpoint_dir: where to write ``epoch-N.pt`` and ``best.pt`` (None = keep in memory only).
+        progress: show a progress bar.
+    """
+
+    epochs: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    weight_decay: float = 0.0
+    embedding_l2: float = 0.0
+    loss: Literal["bce", "bpr", "hinge", "softmax"] = "bce"
+    patience: int = 1
+    restore_best: bool = True
+    seed: int = 0
+    threads: int = 0
+    eval_batch_size: int = 8192
+    checkpoint_dir: str | None = None
+    progress: bool = False
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during :meth:`Trainer.fit`."""
+
+    train_loss: list[float] = field(default_factory=list)
+    valid_auc: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    samples_per_second: float = 0.0
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Temporarily set torch's intra-op thread count (n <= 0: unchanged)."""
+    if n <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, group: torch.Tensor | None,
+             keep_groups: bool) -> list[torch.Tensor]:
+    """Shuffled row indices cut into batches; with ``keep_groups``, groups are shuffled and never split."""
+    if not keep_groups or group is None:
+        perm = torch.randperm(n, generator=generator)
+        return list(torch.split(perm, batch_size))
+    uniq, inv = torch.unique(group, return_inverse=True)
+    group_rank = torch.randperm(len(uniq), generator=generator)[inv]
+    order = torch.argsort(group_rank * n + torch.arange(n), stable=True)
+    sorted_rank = group_rank[order]
+    # cut where a new group starts at or after each multiple of batch_size
+    starts = torch.nonzero(torch.diff(sorted_rank, prepend=sorted_rank[:1] - 1)).ravel()
+    cuts = starts[torch.searchsorted(starts, torch.arange(batch_size, n, batch_size))].unique()
+    bounds = torch.cat([torch.tensor([0]), cuts, torch.tensor([n])]).unique()
+    return [order[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True) if b > a]
+
+
+def predict_logits(model: torch.nn.Module, batch: TensorBatch, batch_size: int = 8192) -> np.ndarray:
+    """(N,) float32 logits, computed in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(batch), batch_size):
+            out.append(model(batch.select(slice(start, start + batch_size))).float())
+    model.train(was_training)
+    if not out:
+        return np.zeros(0, np.float32)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def predict_proba(model: torch.nn.Module, batch: TensorBatch, batch_size: int = 8192) -> np.ndarray:
+    """(N,) float32 probabilities sigmoid(logit)."""
+    logits = predict_logits(model, batch, batch_size)
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def save_state(model: torch.nn.Module, path: str | Path) -> None:
+    """Write ``model.state_dict()`` atomically (tensors only, loadable with weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_state(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Restore weights written by :func:`save_state`; never unpickles arbitrary objects."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
+class Trainer:
+    """Mini-batch training with early stopping on validation AUC."""
+
+    def __init__(self, config: TrainerConfig | None = None):
+        self.config = config or TrainerConfig()
+
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.optimizer == "adam":
+            # fused: one kernel for all parameters instead of a dozen small ops per tensor
+            return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                    fused=True)
+        if cfg.optimizer == "adagrad":
+            return torch.optim.Adagrad(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                       foreach=True)
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam or adagrad")
+
+    def fit(self, model: torch.nn.Module, train: TensorBatch, valid: TensorBatch | None = None) -> TrainingHistory:
+        """Train ``model`` in place on ``train``; keep the weights of the best validation epoch.
+
+        Raises:
+            ValueError: on a training batch without labels or an unknown loss.
+        """
+        cfg = self.config
+        if train.label is None:
+            raise ValueError("training rows need labels")
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"unknown loss {cfg.loss!r}; use one of {sorted(LOSSES)}")
+        loss_fn = LOSSES[cfg.loss]
+        keep_groups = cfg.loss != "bce"
+        if keep_groups and train.group is None:
+            raise ValueError(f"loss {cfg.loss!r} compares rows of one request: training rows need a group")
+        history = TrainingHistory()
+        ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        if ckpt_dir is not None:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with torch_threads(cfg.threads):
+            torch.manual_seed(cfg.seed)
+            generator = torch.Generator().manual_seed(cfg.seed)
+            optimizer = self._optimizer(model)
+            best_auc, best_state, bad_epochs = -np.inf, None, 0
+            seen, t0 = 0, time.perf_counter()
+            has_valid = valid is not None and valid.label is not None and len(valid) > 0 \
+                and 0 < float(valid.label.sum()) < len(valid)
+            for epoch in range(cfg.epochs):
+                model.train()
+                t_epoch = time.perf_counter()
+                batches = _batches(len(train), cfg.batch_size, generator, train.group, keep_groups)
+                # one gather per epoch, then every batch is a contiguous slice (a view): per-step
+                # fancy indexing of every input tensor would cost as much as a small model's step
+                shuffled = train.select(torch.cat(batches))
+                bounds = np.cumsum([0] + [len(b) for b in batches])
+                total, count = 0.0, 0
+                bar = tqdm(range(len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           disable=not cfg.progress, leave=False, unit="batch")
+                for j in bar:
+                    batch = shuffled.select(slice(int(bounds[j]), int(bounds[j + 1])))
+                    logits = model(batch)
+                    loss = loss_fn(logits, batch.label, batch.weight, batch.group)
+                    aux = model.auxiliary_loss(batch) if hasattr(model, "auxiliary_loss") else None
+                    if aux is not None:
+                        loss = loss + aux
+                    if cfg.embedding_l2 > 0:
+                        loss = loss + cfg.embedding_l2 * _embedding_penalty(model, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * len(batch)
+                    count += len(batch)
+                seen += count
+                history.train_seconds += time.perf_counter() - t_epoch
+                history.train_loss.append(total / max(count, 1))
+                if not has_valid:
+                    history.best_epoch = epoch
+                    continue
+                scores = predict_logits(model, valid, cfg.eval_batch_size)
+                epoch_auc = auc(valid.label.numpy() > 0.5, scores)
+                history.valid_auc.append(epoch_auc)
+                if ckpt_dir is not None:
+                    save_state(model, ckpt_dir / f"epoch-{epoch + 1}.pt")
+                if epoch_auc > best_auc:
+                    best_auc, bad_epochs, history.best_epoch = epoch_auc, 0, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                    if ckpt_dir is not None:
+                        save_state(model, ckpt_dir / "best.pt")
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= cfg.patience:
+                        break
+            if best_state is not None and cfg.restore_best:
+                model.load_state_dict(best_state)
+            history.seconds = time.perf_counter() - t0
+            # training steps only (validation passes excluded), comparable across libraries
+            history.samples_per_second = seen / max(history.train_seconds, 1e-9)
+        model.eval()
+        return history
+
+
+def _embedding_penalty(model: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:
+    """Mean squared norm of the embedding rows the batch touched (cheap, sparse-friendly L2)."""
+    emb = getattr(model, "embeddings", None)
+    if emb is None or not hasattr(emb, "sparse"):
+        return torch.zeros(())
+    return emb.sparse(batch).pow(2).sum(-1).mean()
+
+
+__all__ = ["Trainer", "TrainerConfig", "TrainingHistory", "load_state", "predict_logits", "predict_proba",
+           "save_state", "torch_threads"]

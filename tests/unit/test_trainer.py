@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from recfunnel.evaluation.metrics import auc
+from recfunnel.stages.rank.models import build_model
+from recfunnel.testing.ctr import make_planted_ctr, split
+from recfunnel.training.trainer import (
+    Trainer,
+    TrainerConfig,
+    _batches,
+    load_state,
+    predict_logits,
+)
+
+FAST = TrainerConfig(epochs=3, batch_size=256, learning_rate=5e-3, threads=1)
+
+
+def _fit(cfg=FAST, name="deepfm"):
+    schema, batch = make_planted_ctr("cross", n=2000)
+    train, valid = split(batch)
+    torch.manual_seed(cfg.seed)
+    model = build_model(name, schema, {"embed_dim": 8, "hidden": (32,)})
+    history = Trainer(cfg).fit(model, train, valid)
+    return model, valid, history
+
+
+def test_training_is_deterministic_for_a_seed():
+    a, valid, ha = _fit()
+    b, _, hb = _fit()
+    np.testing.assert_array_equal(predict_logits(a, valid), predict_logits(b, valid))
+    assert ha.train_loss == hb.train_loss
+
+
+def test_best_epoch_weights_are_restored_and_checkpoints_load_safely(tmp_path):
+    cfg = TrainerConfig(epochs=4, batch_size=256, learning_rate=5e-3, threads=1, patience=4,
+                        checkpoint_dir=str(tmp_path))
+    model, valid, history = _fit(cfg)
+    final_auc = auc(valid.label.numpy() > 0.5, predict_logits(model, valid))
+    assert final_auc == pytest.approx(max(history.valid_auc), abs=1e-9)
+    assert history.best_epoch == int(np.argmax(history.valid_auc))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch-1.pt", "epoch-2.pt", "epoch-3.pt",
+                                                          "epoch-4.pt"]
+    restored = load_state(build_model("deepfm", model.schema, {"embed_dim": 8, "hidden": (32,)}),
+                          tmp_path / "best.pt")
+    np.testing.assert_array_equal(predict_logits(restored, valid), predict_logits(model, valid))
+
+
+def test_early_stopping_stops_when_validation_auc_stops_improving():
+    # a huge learning rate makes validation AUC fall after the first epoch
+    cfg = TrainerConfig(epochs=10, batch_size=64, learning_rate=1.0, threads=1, patience=1)
+    _, _, history = _fit(cfg)
+    assert len(history.train_loss) < 10
+
+
+def test_grouped_batches_never_split_a_group():
+    group = torch.as_tensor(np.repeat(np.arange(50), np.random.default_rng(0).integers(1, 9, 50)))
+    batches = _batches(len(group), 32, torch.Generator().manual_seed(0), group, keep_groups=True)
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(group)))
+    owner = {}
+    for j, idx in enumerate(batches):
+        for g in group[idx].unique().tolist():
+            assert owner.setdefault(g, j) == j
+
+
+def test_list_wise_training_learns_and_needs_groups():
+    schema, batch = make_planted_ctr("cross", n=2000)
+    train, valid = split(batch)
+    model = build_model("deepfm", schema, {"embed_dim": 8, "hidden": (32,)})
+    Trainer(TrainerConfig(epochs=8, batch_size=100, learning_rate=1e-2, loss="softmax", threads=1)).fit(
+        model, train, valid)
+    assert auc(valid.label.numpy() > 0.5, predict_logits(model, valid)) > 0.7
+    train.group = None
+    with pytest.raises(ValueError, match="group"):
+        Trainer(TrainerConfig(loss="bpr")).fit(model, train, valid)
