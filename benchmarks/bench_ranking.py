@@ -31,7 +31,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
 COLUMNS = ["auc", "logloss", "gauc", "train_samples_s", "infer_samples_s", "epochs"]
 
 
-def build_ctr_data(data_dir: Path, history_length: int = 50, history_from: str = "clicks"):
+def build_ctr_data(data_dir: Path, history_length: int = 50, history_from: str = "clicks", dense_buckets: int = 0):
     """(schema, train, valid, test TensorBatch, test users, feature names) of ML-100K as CTR."""
     from recfunnel.data.dataset import build_training_data
     from recfunnel.data.loaders import load_interactions, load_items, load_users
@@ -70,7 +70,7 @@ def build_ctr_data(data_dir: Path, history_length: int = 50, history_from: str =
     def subset(f: FeatureBatch, idx: np.ndarray) -> FeatureBatch:
         return FeatureBatch({k: v[idx] for k, v in f.dense.items()}, {k: v[idx] for k, v in f.sparse.items()})
 
-    encoder = TensorEncoder(TensorEncoderConfig(max_sequence_length=history_length)).fit(data, subset(feats, fit_rows))
+    encoder = TensorEncoder(TensorEncoderConfig(max_sequence_length=history_length, dense_buckets=dense_buckets)).fit(data, subset(feats, fit_rows))
     batch = encoder.transform(request, candidates, feats, rows, cols)
     batch.label = torch.as_tensor(label)
     batch.group = torch.as_tensor(inter_enc.user_index.astype(np.int64))

@@ -5,6 +5,7 @@
     recfunnel evaluate --model DIR --test PATH [--k 10,20,50] [--out metrics.json]
     recfunnel simulate --out DIR --users N --items M --days D --seed S
     recfunnel demo [--out DIR]
+    recfunnel serve --model DIR [--host 127.0.0.1] [--port 8000] [--events URL] [--api-keys FILE]
 
 Errors caused by the input are printed as one line (``error: ...``) with exit
 status 2; unexpected failures as one line with exit status 1 (``--debug`` shows
@@ -140,6 +141,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), progress=not args.quiet, log=_say)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recfunnel.serving.app import create_app
+    from recfunnel.serving.models import resolve_inside
+    from recfunnel.serving.settings import ServingSettings
+    from recfunnel.storage.artifacts import ArtifactReader
+
+    ArtifactReader(args.model)  # a missing or foreign model directory: one line, exit 2, before binding
+    if args.models_root:
+        resolve_inside(Path(args.models_root), str(Path(args.model).resolve()))
+    settings = ServingSettings(model_dir=Path(args.model), models_root=args.models_root, host=args.host,
+                               port=args.port, events_url=args.events, api_keys_file=args.api_keys,
+                               max_concurrent=args.max_concurrent, max_request_bytes=args.max_request_bytes,
+                               budget_ms=args.budget_ms, channel_timeout_ms=args.channel_timeout_ms,
+                               stage_timeout_ms=args.stage_timeout_ms, load_in_background=True)
+    app = create_app(settings)  # key and settings errors surface here, before the port is bound
+
+    import uvicorn
+
+    _say(f"serving {args.model} on http://{settings.host}:{settings.port} (events: {settings.events_url})")
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False,
+                log_level="warning" if args.quiet else "info")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recfunnel", description="A multi-stage recommender system.")
@@ -181,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate, fit, evaluate and print the funnel report")
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="the online service (HTTP) over a fitted model")
+    p.add_argument("--model", required=True, help="model directory to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--events", help="event store URL: sqlite:///PATH (default: state/events.db next to "
+                                     "the model), redis://HOST:PORT/DB or memory://")
+    p.add_argument("--api-keys", help="file of API keys, 'read-write:<key>' or 'read-only:<key>' per line "
+                                      "(also read from $RECFUNNEL_API_KEYS)")
+    p.add_argument("--models-root", help="folder admin loads may read model versions from "
+                                         "(default: the model directory's parent)")
+    p.add_argument("--max-concurrent", type=_positive_int, default=64, help="requests handled at once")
+    p.add_argument("--max-request-bytes", type=_positive_int, default=1 << 20, help="largest request body")
+    p.add_argument("--budget-ms", type=float, default=250.0, help="end-to-end budget of a recommendation")
+    p.add_argument("--channel-timeout-ms", type=float, default=100.0, help="a later retrieval channel is dropped")
+    p.add_argument("--stage-timeout-ms", type=float, default=100.0, help="a later ranker/re-ranker is skipped")
+    p.set_defaults(func=cmd_serve)
 
     for p in sub.choices.values():
         p.add_argument("--quiet", action="store_true", help="no progress bars")

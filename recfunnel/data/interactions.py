@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+#: lookups of at most this many ids use the hash table one id at a time
+_SMALL_LOOKUP = 16
+
 
 class IdMap:
     """Bijection between external ids (strings) and indices ``0..n-1``.
@@ -40,12 +43,38 @@ class IdMap:
 
     def index(self, values: Iterable) -> np.ndarray:
         """Internal indices of ``values`` (int64), ``-1`` for unknown ids."""
-        vals = pd.Index(np.asarray(values, dtype=object).astype(str))
+        raw = np.asarray(values, dtype=object).astype(str)
+        if raw.ndim == 1 and len(raw) <= _SMALL_LOOKUP:
+            # a request of a few ids (online serving): hash lookups, no index construction (~5x faster)
+            return np.fromiter((self._lookup(v) for v in raw.tolist()), np.int64, len(raw))
+        vals = pd.Index(raw)
         return self._index.get_indexer(vals).astype(np.int64)
+
+    def _lookup(self, value: str) -> int:
+        try:
+            return int(self._index.get_loc(value))
+        except KeyError:
+            return -1
 
     def to_ids(self, index: np.ndarray) -> np.ndarray:
         """External ids for ``index`` (must be valid indices)."""
         return self.ids[np.asarray(index, dtype=np.int64)]
+
+    def extended(self, values: Iterable) -> IdMap:
+        """A new map with the unknown ``values`` appended (in first-seen order).
+
+        Existing ids keep their indices, so a model's arrays stay valid; this map is
+        not modified (swap the reference to publish the new one atomically).
+
+        >>> m = IdMap.from_values(["a", "b"]).extended(["c", "a", "d", "c"])
+        >>> m.ids.tolist(), m.index(["d"]).tolist()
+        (['a', 'b', 'c', 'd'], [3])
+        """
+        vals = pd.unique(pd.Series(np.asarray(list(values), dtype=object)).astype(str).to_numpy(dtype=object))
+        new = np.asarray(vals, dtype=object)[self.index(vals) < 0] if len(vals) else np.zeros(0, dtype=object)
+        if len(new) == 0:
+            return self
+        return IdMap(np.concatenate([self.ids.astype(object), new]))
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ class RankingFeatureBuilder:
         # user-item affinity: share of the user's recent history in the item's categories
         if self.affinity_:
             hist = request.history
-            hrows, hcols = np.nonzero(hist >= 0)
+            hrows, hcols = np.nonzero((hist >= 0) & (hist < self.n_items_))  # items published after the fit: no profile
             h = sp.csr_matrix((np.ones(len(hrows), np.float32), (hrows, hist[hrows, hcols])),
                               shape=(len(request), self.n_items_))
             h = sp.diags(1.0 / np.maximum(np.asarray(h.sum(axis=1)).ravel(), 1.0)).dot(h).tocsr()

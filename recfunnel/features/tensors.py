@@ -45,12 +45,17 @@ class TensorEncoderConfig:
         id_features: add ``user_id`` and ``item_id`` embeddings.
         max_bag_values: slots of a multi-valued field per item.
         max_category_values: largest vocabulary of the ``item_category`` field and of bags.
+        dense_buckets: when > 0, every dense column also becomes a sparse field ``<name>_bucket``
+            of up to this many equal-frequency buckets (edges from the training rows; missing
+            values get their own id). Networks then learn thresholds as trees do, while keeping
+            the raw value too.
     """
 
     max_sequence_length: int = 50
     id_features: bool = True
     max_bag_values: int = 8
     max_category_values: int = 5000
+    dense_buckets: int = 0
 
 
 class TensorEncoder:
@@ -109,6 +114,14 @@ class TensorEncoder:
             self.dense_std_.append(max(std, 1e-6))
             if not ok.all():
                 self.missing_names_.append(name)
+        self.bucket_edges_: dict[str, np.ndarray] = {}
+        if cfg.dense_buckets > 0:
+            qs = np.linspace(0.0, 1.0, cfg.dense_buckets + 1)[1:-1]
+            for name in self.dense_names_:
+                x = np.asarray(features.dense[name], np.float64)
+                x = x[np.isfinite(x)]
+                edges = np.unique(np.quantile(x, qs)) if len(x) else np.zeros(0)
+                self.bucket_edges_[name] = edges
         return self
 
     def schema(self) -> ModelSchema:
@@ -119,6 +132,8 @@ class TensorEncoder:
         if self.category_ is not None:
             sparse.append(SparseField("item_category", self.category_size_))
         sparse += [SparseField(n, s) for n, s in self.sparse_sizes_.items()]
+        # ids: 0 missing, 1 unused (the unknown slot of every vocabulary), 2.. buckets
+        sparse += [SparseField(f"{n}_bucket", len(e) + 3) for n, e in self.bucket_edges_.items()]
         dense = tuple(self.dense_names_) + tuple(f"{n}_missing" for n in self.missing_names_)
         bags = tuple(SparseField(n, s) for n, s in self.bag_sizes_.items())
         sequences: tuple[SequenceField, ...] = ()
@@ -146,6 +161,10 @@ class TensorEncoder:
         for name in self.sparse_sizes_:
             v = np.asarray(features.sparse[name], np.int64)
             sparse_cols.append(np.where(v < self.sparse_sizes_[name], v, 1))
+        for name, edges in self.bucket_edges_.items():
+            x = np.asarray(features.dense[name], np.float64)
+            bucket = np.searchsorted(edges, x, side="right") + 2
+            sparse_cols.append(np.where(np.isfinite(x), bucket, 0).astype(np.int64))
         sparse = np.stack(sparse_cols, 1) if sparse_cols else np.zeros((n, 0), np.int64)
 
         dense_cols = []
@@ -184,6 +203,8 @@ class TensorEncoder:
         arrays = {f"bag:{k}": v for k, v in self.bag_codes_.items()}
         if self.category_ is not None:
             arrays["category"] = self.category_
+        for k, v in self.bucket_edges_.items():
+            arrays[f"bucket:{k}"] = v
         arrays["dense_mean"] = np.asarray(self.dense_mean_, np.float64)
         arrays["dense_std"] = np.asarray(self.dense_std_, np.float64)
         return arrays
@@ -193,7 +214,8 @@ class TensorEncoder:
         return {"n_users": self.n_users_, "n_items": self.n_items_,
                 "sparse_sizes": [[k, v] for k, v in self.sparse_sizes_.items()],
                 "bag_sizes": [[k, v] for k, v in self.bag_sizes_.items()], "category_size": self.category_size_,
-                "dense_names": self.dense_names_, "missing_names": self.missing_names_}
+                "dense_names": self.dense_names_, "missing_names": self.missing_names_,
+                "bucket_names": list(self.bucket_edges_)}
 
     @classmethod
     def from_arrays(cls, config: TensorEncoderConfig, arrays: dict[str, np.ndarray], meta: dict) -> TensorEncoder:
@@ -208,6 +230,7 @@ class TensorEncoder:
         enc.missing_names_ = list(meta["missing_names"])
         enc.dense_mean_ = arrays["dense_mean"].tolist()
         enc.dense_std_ = arrays["dense_std"].tolist()
+        enc.bucket_edges_ = {k: arrays[f"bucket:{k}"] for k in meta.get("bucket_names", [])}
         return enc
 
 

@@ -64,3 +64,25 @@ def test_save_load_round_trip_gives_identical_tensors():
     for k in batch.sequences:
         assert torch.equal(batch.sequences[k], again.sequences[k])
     assert encoder.schema() == restored.schema()
+
+
+def test_dense_buckets_are_equal_frequency_sparse_fields():
+    data = _data()
+    store = UserHistoryStore(data.interactions)
+    request = store.request(np.array([0, 1, -1]), time=np.array([25, 45, 50]), history_length=3,
+                            exclude_seen=False)
+    cand = Candidates(np.array([[2, 3], [1, -1], [0, 5]]), np.zeros((3, 2), np.float32))
+    feats, rows, cols = RankingFeatureBuilder(RankingFeatureConfig(), ()).fit(data).transform(request, cand)
+    enc = TensorEncoder(TensorEncoderConfig(max_sequence_length=2, dense_buckets=4)).fit(data, feats)
+    schema = enc.schema()
+    batch = enc.transform(request, cand, feats, rows, cols)
+    names = [f.name for f in schema.sparse]
+    j = names.index("item_year_bucket")
+    year = feats.dense["item_year"]
+    ids = batch.sparse[:, j].numpy()
+    assert ((ids == 0) == np.isnan(year)).all()  # missing values get id 0
+    known = ~np.isnan(year)
+    # buckets are ordered like the values
+    order = np.argsort(year[known])
+    assert (np.diff(ids[known][order]) >= 0).all()
+    assert ids.max() < schema.sparse[j].vocab_size

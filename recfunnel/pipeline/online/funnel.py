@@ -8,7 +8,7 @@ both call :meth:`Funnel.run` on a :class:`~recfunnel.types.RequestBatch`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,44 +63,64 @@ class Funnel:
 
     def retrieve(self, request: RequestBatch, *, trace: bool = False) -> tuple[Candidates, list[StageTrace]]:
         """All channels, merged with quotas and filled from the fallback."""
-        cfg = self.config
         traces: list[StageTrace] = []
         zeros = np.zeros(len(request), np.int64)
         start = time.perf_counter()
         outputs: dict[str, Candidates] = {}
-        quotas: dict[str, int] = {}
-        for spec, channel in zip(cfg.channels, self.channels, strict=True):
+        for spec, channel in zip(self.config.channels, self.channels, strict=True):
             t0 = time.perf_counter()
             outputs[channel.name] = channel.retrieve(request, spec.quota)
-            quotas[channel.name] = spec.quota
             if trace:
                 traces.append(_trace(f"retrieval:{channel.name}", zeros, outputs[channel.name],
                                      time.perf_counter() - t0))
-        fallback = self.fallback.retrieve(request, cfg.retrieval_k)
-        merged = merge_candidates(outputs, quotas, cfg.retrieval_k, fallback=fallback)
+        merged = self.merge(request, outputs)
         if trace:
             traces.append(_trace("retrieval", zeros, merged, time.perf_counter() - start))
         return merged, traces
 
+    # The three steps after retrieval, one method each, so that a caller that runs the
+    # channels itself (the online service: concurrently, with timeouts) finishes the
+    # request with the same code as :meth:`run`.
+    def merge(self, request: RequestBatch, outputs: Mapping[str, Candidates],
+              fallback: Candidates | None = None) -> Candidates:
+        """Merge channel outputs (all channels or any subset, by channel name) with their
+        quotas, filled from the fallback (computed here unless ``fallback`` is given)."""
+        cfg = self.config
+        quota_of = {channel.name: spec.quota for spec, channel in zip(cfg.channels, self.channels, strict=True)}
+        quotas = {name: quota_of[name] for name in outputs}
+        if fallback is None:
+            fallback = self.fallback.retrieve(request, cfg.retrieval_k)
+        return merge_candidates(outputs, quotas, cfg.retrieval_k, fallback=fallback)
+
+    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
+        """The ranking stage (the candidates unchanged when the funnel has no ranker)."""
+        if self.ranker is None:
+            return candidates
+        return self.ranker.rank(request, candidates, max(self.config.rank_k, k))
+
+    def rerank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
+        """The re-ranking stage, or the best ``k`` when the funnel has no re-ranker."""
+        if self.reranker is None:
+            return candidates.take(top_k_columns(candidates.score, k))
+        return self.reranker.rerank(request, candidates, k)
+
     def run(self, request: RequestBatch, k: int, *, trace: bool = False) -> tuple[Candidates, list[StageTrace]]:
         """The whole funnel for a batch: up to ``k`` items per user, best first."""
-        cfg = self.config
-        rank_k = max(cfg.rank_k, k)
         candidates, traces = self.retrieve(request, trace=trace)
         if self.ranker is not None:
             t0 = time.perf_counter()
             n_in = candidates.valid.sum(axis=1)
-            candidates = self.ranker.rank(request, candidates, rank_k)
+            candidates = self.rank(request, candidates, k)
             if trace:
                 traces.append(_trace("rank", n_in, candidates, time.perf_counter() - t0))
         if self.reranker is not None:
             t0 = time.perf_counter()
             n_in = candidates.valid.sum(axis=1)
-            candidates = self.reranker.rerank(request, candidates, k)
+            candidates = self.rerank(request, candidates, k)
             if trace:
                 traces.append(_trace("rerank", n_in, candidates, time.perf_counter() - t0))
         else:
-            candidates = candidates.take(top_k_columns(candidates.score, k))
+            candidates = self.rerank(request, candidates, k)
         return candidates, traces
 
     def recommend(self, user_ids: Sequence[str], k: int, *, batch_size: int = 512,

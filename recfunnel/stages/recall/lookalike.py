@@ -275,6 +275,24 @@ class LookalikeRetriever(Retriever):
             self.reference_time_ = max(self.reference_time_, int(times.max()))
         self._add(items, vectors)
 
+    def add_items(self, item_index: np.ndarray | int, publish_time: np.ndarray | int) -> None:
+        """Record when items published after fit (or re-dated ones) became available.
+
+        The items enter the pool with their first counted event (:meth:`update`); until
+        then the channel has no look-alike vector for them.
+
+        Raises:
+            DataError: a negative item index.
+        """
+        items = np.asarray(item_index, np.int64).reshape(-1)
+        if len(items) == 0:
+            return
+        if (items < 0).any():
+            raise DataError("lookalike.add_items: item indices must be >= 0")
+        self._grow_items(int(items.max()) + 1)
+        self.item_time_[items] = np.broadcast_to(np.asarray(publish_time, np.int64), items.shape)
+        self._faiss_cache = None
+
     def _grow_items(self, size: int) -> None:
         """Extend the per-item arrays to at least ``size`` items; new entries have no time yet."""
         old = len(self.item_time_)
@@ -392,11 +410,13 @@ class LookalikeRetriever(Retriever):
         import faiss
 
         cfg = self.config
-        if self._faiss_cache is None:  # updates and prune() reset it
+        cache = self._faiss_cache  # read once: a concurrent update may reset the attribute to None
+        if cache is None:  # updates and prune() reset it
             index = faiss.IndexFlatIP(vectors.shape[1])
             index.add(np.ascontiguousarray(vectors))
-            self._faiss_cache = (index, items, np.sort(self.item_time_[items]))
-        index, _, sorted_times = self._faiss_cache
+            cache = (index, items, np.sort(self.item_time_[items]))
+            self._faiss_cache = cache
+        index, _, sorted_times = cache
         # enough neighbours that k survive each row's exclusions and its time filters
         t = request.time.astype(np.int64)
         unpublished = len(items) - np.searchsorted(sorted_times, t, side="right")
