@@ -79,8 +79,20 @@ def main(argv: list[str] | None = None) -> dict:
                                                       "recommend_s": time.perf_counter() - t0}
     funnel.reranker = reranker
 
-    # ---- the same funnel without the ranker / re-ranker: what ranking adds ----
     from recfunnel.config import DEFAULT_CONFIG, config_from_dict
+
+    # ---- the same funnel with other rankers: which ranker the default should use ----
+    for label, ranker in (("LightGBM", {"kind": "lightgbm"}),
+                          ("DIEN", {"kind": "neural", "params": {"model": "dien"}})):
+        t0 = time.perf_counter()
+        f_alt = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": ranker}), progress=False)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res_alt = evaluate_funnel(f_alt, test, KS)
+        results[f"recfunnel funnel with the {label} ranker"] = {**res_alt["metrics"], "fit_s": fit_s,
+                                                              "recommend_s": time.perf_counter() - t0}
+
+    # ---- the same funnel without the ranker / re-ranker: what ranking adds ----
 
     retrieval_only = config_from_dict({**DEFAULT_CONFIG, "ranker": None, "reranker": None})
     t0 = time.perf_counter()

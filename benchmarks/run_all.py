@@ -18,6 +18,14 @@ OUT = ROOT / "bench-out"
 BENCHMARKS = [
     ("ML-100K top-K: default funnel vs implicit", ["benchmarks/bench_ml100k.py", "--out", "bench-out/ml100k.json"]),
     ("Simulator at 1M items / 10M exposures", ["benchmarks/bench_simulator.py", "--no-progress"]),
+    ("Retrieval on ML-100K: every channel, the merged set, ItemCF against implicit",
+     ["benchmarks/bench_retrieval.py", "--out", "bench-out/retrieval.json"]),
+    # the two parts of the simulator retrieval benchmark run apart so each stays under ~10 minutes
+    # on 2 cores; each simulates the same (seeded) 1M-item log
+    ("Retrieval at scale: ItemCF and Swing on the simulator at 1M items / 10M exposures",
+     ["benchmarks/bench_retrieval_scale.py", "--parts", "scale", "--out", "bench-out/retrieval_scale.json"]),
+    ("Cold-start retrieval on the simulator at 1M items",
+     ["benchmarks/bench_retrieval_scale.py", "--parts", "cold", "--out", "bench-out/retrieval_cold.json"]),
 ]
 
 

@@ -131,7 +131,7 @@ class TensorEncoder:
             sparse += [SparseField("user_id", self.n_users_ + 2), SparseField("item_id", self.n_items_ + 2)]
         if self.category_ is not None:
             sparse.append(SparseField("item_category", self.category_size_))
-        sparse += [SparseField(n, s) for n, s in self.sparse_sizes_.items()]
+        sparse += [SparseField(_profile_name(n), s) for n, s in self.sparse_sizes_.items()]
         # ids: 0 missing, 1 unused (the unknown slot of every vocabulary), 2.. buckets
         sparse += [SparseField(f"{n}_bucket", len(e) + 3) for n, e in self.bucket_edges_.items()]
         dense = tuple(self.dense_names_) + tuple(f"{n}_missing" for n in self.missing_names_)
@@ -232,6 +232,16 @@ class TensorEncoder:
         enc.dense_std_ = arrays["dense_std"].tolist()
         enc.bucket_edges_ = {k: arrays[f"bucket:{k}"] for k in meta.get("bucket_names", [])}
         return enc
+
+
+#: fields the encoder makes itself; a profile column that would take one of these names is renamed
+RESERVED_FIELDS = frozenset({"user_id", "item_id", "item_category"})
+
+
+def _profile_name(name: str) -> str:
+    """Schema name of a ranking-feature column (``item_category`` from an item column ``category``
+    would collide with the encoder's own field)."""
+    return f"{name}_profile" if name in RESERVED_FIELDS else name
 
 
 def _squash(x: np.ndarray) -> np.ndarray:
