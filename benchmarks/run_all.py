@@ -26,6 +26,12 @@ BENCHMARKS = [
      ["benchmarks/bench_retrieval_scale.py", "--parts", "scale", "--out", "bench-out/retrieval_scale.json"]),
     ("Cold-start retrieval on the simulator at 1M items",
      ["benchmarks/bench_retrieval_scale.py", "--parts", "cold", "--out", "bench-out/retrieval_cold.json"]),
+    ("Ranking on ML-100K as CTR: the model zoo, LightGBM and DeepCTR-Torch",
+     ["benchmarks/bench_ranking.py", "--out", "bench-out/ranking.json"]),
+    ("Serving on the simulator at 100k items: load generator over loopback",
+     ["benchmarks/bench_serving.py"]),
+    ("Reliability of the service: kill -9, model swaps, faults, schemathesis, refusals",
+     ["benchmarks/bench_reliability.py"]),
 ]
 
 

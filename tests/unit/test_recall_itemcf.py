@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recfunnel.data.dataset import build_training_data
+from recfunnel.data.dataset import TrainingData, build_training_data
 from recfunnel.errors import ConfigError
 from recfunnel.stages.recall.itemcf import ItemCFConfig, ItemCFRetriever
 from recfunnel.testing.conformance import RetrieverConformance
@@ -150,3 +150,71 @@ def test_rejects_bad_config() -> None:
         ItemCFRetriever(ItemCFConfig(neighbours=0)).fit(_data(THREE_ITEMS))
     with pytest.raises(ConfigError):
         ItemCFRetriever(ItemCFConfig(similarity="pearson")).fit(_data(THREE_ITEMS))
+
+
+def _power_law_data(seed: int, n_users: int = 300, n_items: int = 120) -> TrainingData:
+    # popular and rare items, many users with one or two items: plenty of exact ties
+    rng = np.random.default_rng(seed)
+    x = rng.random((n_users, n_items)) < 0.05 * rng.pareto(1.5, size=n_items)[None, :]
+    users, items = np.nonzero(x)
+    return build_training_data(pd.DataFrame({
+        "user_id": [f"u{u:03d}" for u in users], "item_id": [f"i{i:03d}" for i in items],
+        "timestamp": np.zeros(len(users), np.int64),
+    }))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("options", [
+    {"neighbours": 3}, {"neighbours": 10, "user_activity_penalty": False},
+    {"neighbours": 40, "normalize": False}, {"neighbours": 500},
+])
+def test_kernel_path_equals_the_scipy_path(seed: int, options: dict) -> None:
+    data = _power_law_data(seed)
+    kernel = ItemCFRetriever(ItemCFConfig(**options)).fit(data)
+    scipy_path = ItemCFRetriever(ItemCFConfig(use_kernel=False, **options)).fit(data)
+    assert kernel.fit_path_ == "kernel" and scipy_path.fit_path_ == "scipy"
+    a, b = kernel.similarity_, scipy_path.similarity_
+    np.testing.assert_array_equal(a.indptr, b.indptr)  # the same neighbours ...
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.data, b.data, rtol=1e-6)  # ... with the same scores
+
+
+def test_kernel_ties_past_its_cut_are_recomputed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recfunnel.stages.recall.itemcf as itemcf_module
+
+    # no margin: the kernel returns neighbours + 1 entries, so ties at the cut reach past it
+    monkeypatch.setattr(itemcf_module, "_KERNEL_MIN_MARGIN", 0)
+    data = _data({f"u{u}": ["hub", f"x{u}"] for u in range(8)})  # hub's 8 neighbours all tie
+    kernel = ItemCFRetriever(ItemCFConfig(neighbours=3, user_activity_penalty=False)).fit(data)
+    assert kernel.fit_path_ == "kernel" and kernel.kernel_recomputed_rows_ >= 1
+    hub = int(data.item_ids.index(["hub"])[0])
+    expected = data.item_ids.index(["x0", "x1", "x2"])  # the lower columns win the tie
+    assert sorted(kernel.similarity_[hub].indices.tolist()) == sorted(expected.tolist())
+    reference = ItemCFRetriever(ItemCFConfig(neighbours=3, user_activity_penalty=False, use_kernel=False)).fit(data)
+    assert (kernel.similarity_ != reference.similarity_).nnz == 0
+
+
+@pytest.mark.parametrize("options", [{"similarity": "jaccard"}, {"min_cooccurrence": 2}])
+def test_options_the_kernel_cannot_express_take_the_scipy_path(options: dict) -> None:
+    assert ItemCFRetriever(ItemCFConfig(**options)).fit(_data(THREE_ITEMS)).fit_path_ == "scipy"
+
+
+def test_kernel_path_in_blocks_with_items_nobody_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recfunnel.stages.recall.itemcf as itemcf_module
+
+    monkeypatch.setattr(itemcf_module, "_KERNEL_BLOCK_CELLS", 64)  # several row blocks
+    base = _power_law_data(3)
+    interactions = pd.DataFrame({
+        "user_id": base.user_ids.to_ids(base.interactions.user_index),
+        "item_id": base.item_ids.to_ids(base.interactions.item_index),
+        "timestamp": base.interactions.timestamp,
+    })
+    # catalogue items without any interaction, sorted between the others: the kernel skips them
+    catalogue = pd.DataFrame(index=pd.Index([*base.item_ids.ids, "i000a", "i050a", "zzz"], name="item_id"))
+    data = build_training_data(interactions, items=catalogue)
+    kernel = ItemCFRetriever(ItemCFConfig(neighbours=7)).fit(data)
+    reference = ItemCFRetriever(ItemCFConfig(neighbours=7, use_kernel=False)).fit(data)
+    assert kernel.fit_path_ == "kernel"
+    assert (kernel.similarity_ != reference.similarity_).nnz == 0
+    empty = data.item_ids.index(["i000a", "i050a", "zzz"])
+    assert kernel.similarity_[empty].nnz == 0 and kernel.similarity_[:, empty].nnz == 0

@@ -11,6 +11,21 @@ WWW 2001; the IUF user-activity penalty and max-normalisation follow Xiang Liang
 * the diagonal is dropped, each row keeps its ``neighbours`` best entries and is
   optionally divided by its maximum (so every history item votes on the same scale).
 
+Two fit paths compute the same ``S``. Cosine (with or without IUF, no
+``min_cooccurrence``) runs through ``implicit``'s C++ item-item kernel
+(``all_pairs_knn``, float64, multi-threaded, as its ``CosineRecommender``) on
+``X`` scaled to ``sqrt(w_u) / sqrt(n_i)``, whose plain dot product is the cosine
+above; the kernel's per-row top-k is re-cut here with the exact tie rule (rows
+where a tie reaches past the kernel's cut are recomputed by the scipy path).
+Jaccard, ``min_cooccurrence > 1`` and catalogues whose kernel output would exceed
+``_KERNEL_MAX_SLOTS`` take the blocked scipy path: ``X^T D X`` in row blocks
+bounded by their multiply-adds, each pruned with
+:func:`~recfunnel.stages.recall.sparse.keep_top_k_per_row`. Both paths choose
+neighbours on values rounded to float32 (the precision ``S`` is stored in), the
+lower column first among equal values, so that sums equal in exact arithmetic but
+rounded differently by the two paths' summation orders still tie. They give the
+same neighbours and scores equal to float rounding; ``fit_path_`` says which ran.
+
 Retrieval reads the user's point-in-time history from the request (online events
 count at once): ``scores = H @ S`` with ``H`` the recency weights of the history,
 then exclusions and a per-row top-k, all on sparse matrices.
@@ -27,6 +42,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Self
 
@@ -43,6 +59,29 @@ _SECONDS_PER_DAY = 86_400.0
 #: multiply-adds per block of the co-occurrence product; bounds fit memory to about 1 GB
 _BLOCK_PRODUCTS = 1 << 24
 
+#: largest output of the C++ kernel, in slots (items with users x (neighbours + 1 + margin),
+#: 16 bytes each): 2**28 slots is 4 GiB (1M items with users at 200 neighbours: 3.5 GiB);
+#: above it the blocked scipy path runs, whose memory is bounded by its blocks
+_KERNEL_MAX_SLOTS = 1 << 28
+#: cells of the kernel's output cut to top-k at once (bounds the temporaries to ~300 MB)
+_KERNEL_BLOCK_CELLS = 1 << 22
+#: extra neighbours asked of the kernel beyond ``neighbours + 1`` (at least; ``neighbours // 8``
+#: otherwise), so that ties at the cut rarely reach past what it returns
+_KERNEL_MIN_MARGIN = 32
+#: relative rounding slack between the kernel's and the scipy path's float64 sums
+_TIE_TOLERANCE = 1e-9
+
+
+def _stored_precision(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to float32 (the precision ``similarity_`` is stored in), as float64.
+
+    Neighbours are chosen on these values, so entries equal in exact arithmetic, whose
+    float64 sums differ in the last bits with the order of summation (the scipy path and
+    the kernel add the same terms in different orders and scalings), are ties in both
+    paths, broken by the lower column.
+    """
+    return np.asarray(values, np.float64).astype(np.float32).astype(np.float64)
+
 
 @dataclass(frozen=True)
 class ItemCFConfig:
@@ -58,6 +97,10 @@ class ItemCFConfig:
         half_life_days: half-life of the "time" weights.
         normalize: divide each row of S by its maximum.
         min_cooccurrence: drop pairs seen together by fewer users than this.
+        use_kernel: compute cosine similarity with ``implicit``'s C++ item-item kernel when
+            it can express the config (cosine, ``min_cooccurrence == 1``) and the catalogue
+            fits its memory budget; the result is the same as the scipy path's (same
+            neighbours, scores equal to float64 rounding). False: always the scipy path.
     """
 
     similarity: Literal["cosine", "jaccard"] = "cosine"
@@ -68,6 +111,7 @@ class ItemCFConfig:
     half_life_days: float = 7.0
     normalize: bool = True
     min_cooccurrence: int = 1
+    use_kernel: bool = True
 
 
 class ItemCFRetriever(ItemToItemRetriever):
@@ -76,6 +120,8 @@ class ItemCFRetriever(ItemToItemRetriever):
     Learned attributes:
         similarity_: (n_items, n_items) CSR float32, sorted indices; row i holds
             item i's neighbours (at most ``neighbours``, no diagonal).
+        fit_path_: "kernel" or "scipy", the path that computed ``similarity_``.
+        kernel_recomputed_rows_: rows the kernel path handed to the scipy path (ties at its cut).
     """
 
     kind = "itemcf"
@@ -106,20 +152,33 @@ class ItemCFRetriever(ItemToItemRetriever):
             user_weight = 1.0 / np.log1p(np.maximum(items_per_user, 1.0))
         else:
             user_weight = np.ones_like(items_per_user)
-        x_weighted = sp.diags(user_weight) @ x
-        x_by_item = x.T.tocsr()  # (n_items, n_users)
         # an unweighted count is needed for Jaccard's union and the co-occurrence threshold
         need_count = cfg.user_activity_penalty and (cfg.similarity == "jaccard" or cfg.min_cooccurrence > 1)
+        products: dict[str, sp.csr_matrix] = {}  # built on first use: the kernel path rarely needs them
 
-        # row blocks of C = X^T D X sized by their multiply-adds (sum over the item's users of |I_u|)
-        cost = x_by_item @ items_per_user
-        block_id = ((np.cumsum(cost) - cost) // _BLOCK_PRODUCTS).astype(np.int64)
-        bounds = np.r_[0, np.flatnonzero(np.diff(block_id)) + 1, n_items]
-        blocks = [  # a handful of blocks, not a loop over items
-            self._similarity_rows(x_by_item[lo:hi], x, x_weighted, lo, users_per_item, need_count)
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-        sim = sp.vstack(blocks, format="csr")
+        def exact_rows(row_items: np.ndarray) -> sp.csr_matrix:
+            """Exact pruned rows ``row_items`` of S, in row blocks bounded by their multiply-adds."""
+            if not products:
+                products["weighted"] = sp.diags(user_weight) @ x
+                products["by_item"] = x.T.tocsr()  # (n_items, n_users)
+            by_item = products["by_item"]
+            # a row's cost: the sum over the item's users of |I_u|
+            cost = by_item[row_items] @ items_per_user
+            block_id = ((np.cumsum(cost) - cost) // _BLOCK_PRODUCTS).astype(np.int64)
+            bounds = np.r_[0, np.flatnonzero(np.diff(block_id)) + 1, len(row_items)]
+            blocks = [  # a handful of blocks, not a loop over items
+                self._similarity_rows(by_item[row_items[lo:hi]], x, products["weighted"], row_items[lo:hi],
+                                      users_per_item, need_count)
+                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+            return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_items))
+
+        sim = None
+        self.fit_path_, self.kernel_recomputed_rows_ = "scipy", 0
+        if self._kernel_applies(x, users_per_item):
+            sim = self._kernel_similarity(x, user_weight, users_per_item, exact_rows)
+            self.fit_path_ = "kernel" if sim is not None else "scipy"
+        if sim is None:
+            sim = exact_rows(np.arange(n_items))
         if cfg.normalize and sim.nnz:
             lengths = np.diff(sim.indptr)
             row_max = np.maximum.reduceat(sim.data, sim.indptr[:-1][lengths > 0])
@@ -129,9 +188,157 @@ class ItemCFRetriever(ItemToItemRetriever):
         self.similarity_ = sim
         return self
 
+    def _kernel_applies(self, x: sp.csr_matrix, users_per_item: np.ndarray) -> bool:
+        """Whether :meth:`_kernel_similarity` can express the config and its output fits the budget."""
+        cfg = self.config
+        if cfg.similarity != "cosine" or cfg.min_cooccurrence > 1 or not cfg.use_kernel:
+            return False
+        n_active = int((users_per_item > 0).sum())
+        slots = n_active * self._kernel_width(n_active)
+        return 0 < n_active and slots <= _KERNEL_MAX_SLOTS and x.nnz < np.iinfo(np.int32).max
+
+    def _kernel_width(self, n_items: int) -> int:
+        """Neighbours asked of the kernel per item: the diagonal, ``neighbours`` and a margin."""
+        k = self.config.neighbours
+        return min(n_items, k + 1 + max(_KERNEL_MIN_MARGIN, k // 8))
+
+    def _kernel_similarity(self, x: sp.csr_matrix, user_weight: np.ndarray, users_per_item: np.ndarray,
+                           exact_rows: Callable[[np.ndarray], sp.csr_matrix]) -> sp.csr_matrix | None:
+        """Cosine-IUF similarity rows through ``implicit``'s C++ item-item kernel (float64).
+
+        The kernel runs on the items that have users (the others have no neighbours and are
+        nobody's), re-indexed in order. With ``x_ui`` scaled to ``sqrt(w_u) / sqrt(n_i)`` its
+        plain dot product ``sum_u sqrt(w_u / n_i) sqrt(w_u / n_j)`` is exactly
+        ``c_ij / sqrt(n_i n_j)``. It keeps each row's ``width`` best entries (diagonal
+        included) with an arbitrary order among ties, so the exact tie rule (lower column
+        first) is applied here, in blocks of rows: a row whose ``neighbours``-th off-diagonal
+        value is above the lowest value the kernel returned holds every entry that can tie
+        with it, and is cut exactly; a full row where the two meet (a tie reaching past the
+        kernel's cut) is recomputed by the scipy path (``exact_rows``). Every row keeps
+        ``min(neighbours, its off-diagonal entries)``, so the output is allocated once.
+
+        Returns:
+            (n_items, n_items) CSR float64 with sorted indices, or None when the kernel is
+            unavailable or its output is not laid out as expected (the scipy path runs then).
+        """
+        try:
+            from implicit.nearest_neighbours import all_pairs_knn
+        except ImportError:  # pragma: no cover - implicit is a runtime dependency
+            return None
+        k = self.config.neighbours
+        n_users, n_items = x.shape
+        active = np.flatnonzero(users_per_item > 0)
+        n_active = len(active)
+        width = self._kernel_width(n_active)
+        position = np.full(n_items, -1, np.int64)
+        position[active] = np.arange(n_active)
+        user_of = np.repeat(np.arange(n_users), np.diff(x.indptr))
+        scale = np.sqrt(user_weight)[user_of] / np.sqrt(users_per_item[x.indices])
+        scaled = sp.csr_matrix((scale.astype(np.float64), position[x.indices].astype(np.int32),
+                                x.indptr.astype(np.int32)), shape=(n_users, n_active))
+        del user_of, scale
+        knn = all_pairs_knn(scaled, width, num_threads=0, show_progress=False)
+        del scaled
+        row, col, value = knn.row, knn.col, knn.data
+        del knn
+        if row.shape != (n_active * width,):
+            return None
+        # the kernel writes item r's entries to slots [r * width, (r + 1) * width), zeros after them
+        block = max(1, _KERNEL_BLOCK_CELLS // width)
+        kept = np.zeros(n_active, np.int64)
+        for lo in range(0, n_active, block):  # a loop over row blocks: bounded temporaries
+            hi = min(lo + block, n_active)
+            cells = slice(lo * width, hi * width)
+            found = (value[cells] > 0).reshape(hi - lo, width)
+            r = np.arange(lo, hi)[:, None]
+            if not ((row[cells].reshape(hi - lo, width) == r) | ~found).all():
+                return None
+            off_diagonal = found & (col[cells].reshape(hi - lo, width) != r)
+            kept[lo:hi] = np.minimum(k, off_diagonal.sum(axis=1))
+        indptr = np.r_[0, np.cumsum(kept)]
+        out_data = np.empty(indptr[-1], np.float64)
+        out_indices = np.empty(indptr[-1], np.int32 if n_items < np.iinfo(np.int32).max else np.int64)
+        ambiguous = []
+        for lo in range(0, n_active, block):
+            hi = min(lo + block, n_active)
+            ambiguous.append(lo + self._kernel_block(
+                value[lo * width:hi * width].reshape(hi - lo, width), col[lo * width:hi * width].reshape(hi - lo, width),
+                lo, active, users_per_item, indptr, out_data, out_indices))
+        del row, col, value
+        ambiguous = np.concatenate(ambiguous)
+        self.kernel_recomputed_rows_ = len(ambiguous)
+        if len(ambiguous):
+            fixed = exact_rows(active[ambiguous])  # full-space columns, ascending, <= k a row
+            if not (np.diff(fixed.indptr) == kept[ambiguous]).all():  # pragma: no cover - defensive
+                return None
+            rank = np.arange(fixed.nnz) - np.repeat(fixed.indptr[:-1], np.diff(fixed.indptr))
+            target = indptr[ambiguous[np.repeat(np.arange(len(ambiguous)), np.diff(fixed.indptr))]] + rank
+            out_data[target], out_indices[target] = fixed.data, fixed.indices
+        counts = np.zeros(n_items, np.int64)
+        counts[active] = kept
+        sim = sp.csr_matrix((out_data, out_indices, np.r_[0, np.cumsum(counts)]), shape=(n_items, n_items))
+        sim.has_sorted_indices = True
+        return sim
+
+    def _kernel_block(self, value: np.ndarray, col: np.ndarray, lo: int, active: np.ndarray,
+                      users_per_item: np.ndarray, indptr: np.ndarray, out_data: np.ndarray,
+                      out_indices: np.ndarray) -> np.ndarray:
+        """Cut kernel rows ``lo ..`` (compact indices) to their exact top-k into the output arrays.
+
+        Args:
+            value, col: (b, width) the kernel's slots of the block's rows (zeros: unused).
+            lo: compact index of the block's first row; ``active`` maps compact -> item index.
+            users_per_item: (n_items,) ``n_i``.
+            indptr, out_data, out_indices: the output CSR over the compact rows (full-space
+                column indices), filled here except for the ambiguous rows.
+
+        Returns:
+            (a,) int64 block-local rows left to the scipy path (a tie at the kernel's cut).
+        """
+        k = self.config.neighbours
+        b, width = value.shape
+        n_active = len(active)
+        found = value > 0
+        values = np.where(found, value, -np.inf)
+        columns = np.where(found, col, n_active).astype(np.int64)
+        lowest = np.where(found, value, np.inf).min(axis=1)
+        values[columns == np.arange(lo, lo + b)[:, None]] = -np.inf  # the diagonal is dropped
+        if not self.config.user_activity_penalty:
+            # plain counts: recover the integer c_ij and divide as the scipy path does, so that
+            # values tied there (c / sqrt(n_i n_j) rounds the same) are tied here too
+            real = np.isfinite(values)
+            n_i = np.broadcast_to(users_per_item[active[lo:lo + b]][:, None], values.shape)[real]
+            n_j = users_per_item[active[columns[real]]]
+            values[real] = np.rint(values[real] * np.sqrt(n_i) * np.sqrt(n_j)) / np.sqrt(n_i * n_j)
+        values = _stored_precision(values)
+        # columns ascending (CSR order and the tie rule), then each row's k best, the lower
+        # column first among equal values (as keep_top_k_per_row)
+        order = np.argsort(columns, axis=1)
+        values, columns = np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
+        keep = np.isfinite(values)
+        kth = np.full(b, -np.inf)
+        if width >= k:
+            kth = -np.partition(-values, k - 1, axis=1)[:, k - 1]
+        if width > k:
+            above = values > kth[:, None]
+            tie = (values == kth[:, None]) & keep
+            need = k - above.sum(axis=1, keepdims=True)
+            keep &= above | (tie & (np.cumsum(tie, axis=1) <= need))
+        # a full row whose cut is not above (the rounding of) the kernel's lowest entry may have
+        # lost a tie: an entry the kernel dropped may round to the same value as the cut
+        ambiguous = np.flatnonzero(found.all(axis=1) & (width < n_active) & np.isfinite(kth)
+                                   & (kth <= _stored_precision(lowest * (1 + _TIE_TOLERANCE))))
+        keep[ambiguous] = False
+        r, c = np.nonzero(keep)
+        target = indptr[lo + r] + (np.cumsum(keep, axis=1) - 1)[r, c]
+        out_data[target] = values[r, c]
+        out_indices[target] = active[columns[r, c]]
+        return ambiguous
+
     def _similarity_rows(self, x_rows: sp.csr_matrix, x: sp.csr_matrix, x_weighted: sp.csr_matrix,
-                         offset: int, users_per_item: np.ndarray, need_count: bool) -> sp.csr_matrix:
-        """Pruned similarity rows ``offset .. offset + len(x_rows)`` of S."""
+                         row_items: np.ndarray, users_per_item: np.ndarray, need_count: bool) -> sp.csr_matrix:
+        """Pruned similarity rows ``row_items`` of S (exact, at float32 precision), as a
+        (len(row_items), n_items) float64 CSR."""
         cfg = self.config
         co = (x_rows @ x_weighted).tocsr()  # (block, n_items) weighted co-occurrence
         co.sum_duplicates()
@@ -141,7 +348,8 @@ class ItemCFRetriever(ItemToItemRetriever):
             count = (x_rows @ x).tocsr()
             count.sum_duplicates()
             count.sort_indices()  # same sparsity as `co`: all products are positive
-        rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr)) + offset
+        local = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
+        rows = np.asarray(row_items, np.int64)[local]
         cols = co.indices
         value = co.data.astype(np.float64)
         n_i, n_j = users_per_item[rows], users_per_item[cols]
@@ -149,8 +357,10 @@ class ItemCFRetriever(ItemToItemRetriever):
             value = value / np.sqrt(n_i * n_j)
         else:
             value = value / (n_i + n_j - count.data)
+        value = _stored_precision(value)
         keep = (rows != cols) & (value > 0)
         if cfg.min_cooccurrence > 1:  # `count` is the unweighted count whenever this matters
             keep &= count.data >= cfg.min_cooccurrence
-        pruned = sp.csr_matrix((value[keep], (rows[keep] - offset, cols[keep])), shape=co.shape)
+        pruned = sp.csr_matrix((value[keep], (local[keep], cols[keep])), shape=co.shape)
         return keep_top_k_per_row(pruned, cfg.neighbours)
+
