@@ -74,6 +74,10 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+class _StaleConnection(Exception):
+    """The connection was closed before any byte of the answer arrived."""
+
+
 class RawHTTP:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams (loopback, JSON bodies).
 
@@ -88,36 +92,58 @@ class RawHTTP:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.opened = 0
 
-    async def _connection(self):
-        if self._idle:
-            return self._idle.pop()
+    async def _connection(self, fresh: bool = False):
+        while self._idle and not fresh:
+            reader, writer = self._idle.pop()
+            if not reader.at_eof():  # the server closes idle keep-alive connections (uvicorn: 5 s)
+                return reader, writer, True
+            writer.close()
         self.opened += 1
-        return await asyncio.open_connection(self.host, self.port)
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return reader, writer, False
 
     async def post(self, path: str, payload: dict, timeout: float = 30.0) -> tuple[int, bytes]:
-        """(status, body); status -1 when the connection failed or the answer did not come in time."""
+        """(status, body); status -1 when the connection failed or the answer did not come in time.
+
+        A reused connection that the server closed just before the request (no answer
+        at all) is retried once on a new connection, as HTTP clients do.
+        """
         body = json.dumps(payload).encode()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
-        conn = None
-        try:
-            conn = await self._connection()
-            reader, writer = conn
-            writer.write(head + body)
-            status, data, close = await asyncio.wait_for(self._read(reader), timeout)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
-            if conn is not None:
-                conn[1].close()
-            return -1, b""
-        if close:
-            writer.close()
-        else:
-            self._idle.append(conn)
-        return status, data
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for attempt in range(2):
+            writer = None
+            try:
+                reader, writer, reused = await self._connection(fresh=attempt > 0)
+                writer.write(head + body)
+                status, data, close = await asyncio.wait_for(self._read(reader), max(0.001, deadline - loop.time()))
+            except _StaleConnection:
+                writer.close()
+                if reused and attempt == 0:
+                    continue
+                return -1, b""
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                if writer is not None:
+                    writer.close()
+                return -1, b""
+            if close:
+                writer.close()
+            else:
+                self._idle.append((reader, writer))
+            return status, data
+        return -1, b""
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-        status = int((await reader.readline()).split()[1])
+        try:
+            first = await reader.readline()
+        except ConnectionResetError:
+            raise _StaleConnection from None
+        if not first:
+            raise _StaleConnection
+        status = int(first.split()[1])
         length, close = 0, False
         while True:
             line = await reader.readline()
