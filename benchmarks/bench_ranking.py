@@ -70,7 +70,8 @@ def build_ctr_data(data_dir: Path, history_length: int = 50, history_from: str =
     def subset(f: FeatureBatch, idx: np.ndarray) -> FeatureBatch:
         return FeatureBatch({k: v[idx] for k, v in f.dense.items()}, {k: v[idx] for k, v in f.sparse.items()})
 
-    encoder = TensorEncoder(TensorEncoderConfig(max_sequence_length=history_length, dense_buckets=dense_buckets)).fit(data, subset(feats, fit_rows))
+    encoder = TensorEncoder(TensorEncoderConfig(max_sequence_length=history_length, dense_buckets=dense_buckets)).fit(
+        data, subset(feats, fit_rows), builder)
     batch = encoder.transform(request, candidates, feats, rows, cols)
     batch.label = torch.as_tensor(label)
     batch.group = torch.as_tensor(inter_enc.user_index.astype(np.int64))
@@ -191,6 +192,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-deepctr", action="store_true", help="skip the DeepCTR-Torch comparison")
+    parser.add_argument("--history", choices=("clicks", "all"), default="clicks",
+                        help="behaviour sequence: the user's clicks (ratings >= 4) or every rating")
+    parser.add_argument("--dense-buckets", type=int, default=0,
+                        help="also embed each dense column as this many equal-frequency buckets")
     args = parser.parse_args(argv)
     if not (args.data / "ml-100k.inter").exists():
         print(f"ML-100K not found at {args.data}; skipping", file=sys.stderr)
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     from recfunnel.training.trainer import TrainerConfig
 
     t0 = time.perf_counter()
-    schema, train, valid, test = build_ctr_data(args.data)
+    schema, train, valid, test = build_ctr_data(args.data, history_from=args.history,
+                                                dense_buckets=args.dense_buckets)
     print(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test rows, "
           f"{len(schema.sparse)} sparse, {len(schema.dense)} dense, {len(schema.bags)} bags, "
           f"built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from recfunnel.data.dataset import TrainingData
-from recfunnel.features.ranking import _as_lists, _column_kind
+from recfunnel.features.ranking import RankingFeatureBuilder, _as_lists, _column_kind
 from recfunnel.features.vocab import Vocabulary
 from recfunnel.layers.inputs import ModelSchema, SequenceField, SparseField, TensorBatch
 from recfunnel.types import Candidates, FeatureBatch, RequestBatch
@@ -65,11 +65,16 @@ class TensorEncoder:
         self.config = config or TensorEncoderConfig()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: TrainingData, features: FeatureBatch) -> TensorEncoder:
+    def fit(self, data: TrainingData, features: FeatureBatch,
+            builder: RankingFeatureBuilder | None = None) -> TensorEncoder:
         """Vocabularies from ``data``'s tables; dense normalisation from training ``features``."""
         cfg = self.config
         self.n_users_, self.n_items_ = data.n_users, data.n_items
-        self.sparse_sizes_ = {name: max(int(np.max(v, initial=1)) + 1, 2) for name, v in features.sparse.items()}
+        # vocabulary sizes from the builder's full tables when given: a profile value absent from the
+        # sampled training rows must still get its own embedding row at serving time
+        tables = {} if builder is None else {**builder.user_sparse_, **builder.item_sparse_}
+        self.sparse_sizes_ = {name: max(int(np.max(tables.get(name, v), initial=1)) + 1, 2)
+                              for name, v in features.sparse.items()}
         self.bag_codes_: dict[str, np.ndarray] = {}
         self.bag_sizes_: dict[str, int] = {}
         self.category_: np.ndarray | None = None

@@ -86,3 +86,17 @@ def test_dense_buckets_are_equal_frequency_sparse_fields():
     order = np.argsort(year[known])
     assert (np.diff(ids[known][order]) >= 0).all()
     assert ids.max() < schema.sparse[j].vocab_size
+
+
+def test_vocabulary_sizes_come_from_the_builder_tables_not_only_the_sampled_rows():
+    data = _data()
+    store = UserHistoryStore(data.interactions)
+    # a request batch with user u0 only: u1's gender never appears among the rows
+    request = store.request(np.array([0]), time=np.array([25]), history_length=2, exclude_seen=False)
+    cand = Candidates(np.array([[2, 3]]), np.zeros((1, 2), np.float32))
+    builder = RankingFeatureBuilder(RankingFeatureConfig(), ()).fit(data)
+    feats, rows, cols = builder.transform(request, cand)
+    sizes_rows = dict((f.name, f.vocab_size) for f in TensorEncoder().fit(data, feats).schema().sparse)
+    sizes_full = dict((f.name, f.vocab_size) for f in TensorEncoder().fit(data, feats, builder).schema().sparse)
+    assert sizes_full["user_gender"] == int(builder.user_sparse_["user_gender"].max()) + 1
+    assert sizes_full["user_gender"] > sizes_rows["user_gender"]

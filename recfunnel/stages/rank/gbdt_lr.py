@@ -27,10 +27,10 @@ from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ArtifactError, RecfunnelError
 from recfunnel.evaluation.metrics import auc
 from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
-from recfunnel.stages.base import Ranker
-from recfunnel.stages.rank.samples import build_ranker_samples, check_param, check_sampling_params
+from recfunnel.stages.rank.base import FeatureRanker
+from recfunnel.stages.rank.samples import check_param, check_sampling_params
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
-from recfunnel.types import Candidates, RequestBatch
+from recfunnel.types import Candidates, FeatureBatch, RequestBatch
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def encode_leaves(leaves: np.ndarray, offsets: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(n * n_trees), columns, indptr), shape=(n, int(offsets[-1])))
 
 
-class GBDTLRRanker(Ranker):
+class GBDTLRRanker(FeatureRanker):
     """Logistic regression over the GBDT leaf encoding of (user, candidate) features.
 
     Scores are the LR's click probabilities.
@@ -138,12 +138,6 @@ class GBDTLRRanker(Ranker):
 
     def __init__(self, config: GBDTLRRankerConfig | None = None, name: str | None = None):
         super().__init__(config or GBDTLRRankerConfig(), name or "rank")
-
-    def fit(self, data: TrainingData) -> Self:
-        """Index the statistics of ``data`` (the model itself is learned by :meth:`fit_candidates`)."""
-        channels = getattr(self, "channel_names_", ())
-        self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
-        return self
 
     def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
                        labels: np.ndarray, *, progress: bool = False) -> Self:
@@ -156,11 +150,7 @@ class GBDTLRRanker(Ranker):
             labels: (B, C) bool, true where the candidate is one of the user's held-out items.
         """
         cfg = self.config
-        self.channel_names_ = tuple(sorted(candidates.channel_scores))
-        builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
-        rng = np.random.default_rng(cfg.seed)
-        samples = build_ranker_samples(builder, request, candidates, labels, cfg.negatives_per_user,
-                                       cfg.max_train_users, rng)
+        builder, samples, rng = self._training_samples(data, request, candidates, labels)
         self.feature_names_ = samples.feature_names
         x, y, rows = samples.x, samples.y, samples.rows
         # whole users go to one part: validation (report only), trees, or LR
@@ -200,19 +190,9 @@ class GBDTLRRanker(Ranker):
         logit = self._encode(x) @ self.lr_weights_ + self.lr_intercept_
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
-    def score(self, request: RequestBatch, candidates: Candidates) -> np.ndarray:
-        """(B, C) float32 model scores, -inf at padding."""
-        out = np.full(candidates.item_index.shape, -np.inf, np.float32)
-        if not candidates.valid.any():
-            return out
-        feats, rows, cols = self.features_.transform(request, candidates)
-        if feats.names != self.feature_names_:
-            raise RecfunnelError("ranking features differ from the ones the model was trained on")
-        out[rows, cols] = self._predict(feats.to_matrix())
-        return out
-
-    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
-        return candidates.with_scores(self.score(request, candidates), "rank", k)
+    def _score_rows(self, request: RequestBatch, candidates: Candidates, features: FeatureBatch,
+                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self._predict(features.to_matrix())
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
         if not hasattr(self, "booster_"):

@@ -19,12 +19,11 @@ import lightgbm as lgb
 import numpy as np
 
 from recfunnel.data.dataset import TrainingData
-from recfunnel.errors import RecfunnelError
 from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
-from recfunnel.stages.base import Ranker
-from recfunnel.stages.rank.samples import build_ranker_samples, query_sizes, validation_row_mask
+from recfunnel.stages.rank.base import FeatureRanker
+from recfunnel.stages.rank.samples import query_sizes, validation_row_mask
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
-from recfunnel.types import Candidates, RequestBatch
+from recfunnel.types import Candidates, FeatureBatch, RequestBatch
 
 
 @dataclass(frozen=True)
@@ -48,19 +47,13 @@ class LightGBMRankerConfig:
     features: RankingFeatureConfig = field(default_factory=RankingFeatureConfig)
 
 
-class LightGBMRanker(Ranker):
+class LightGBMRanker(FeatureRanker):
     """LightGBM scoring of (user, candidate) features; see :mod:`recfunnel.features.ranking`."""
 
     kind = "lightgbm"
 
     def __init__(self, config: LightGBMRankerConfig | None = None, name: str | None = None):
         super().__init__(config or LightGBMRankerConfig(), name or "rank")
-
-    def fit(self, data: TrainingData) -> Self:
-        """Index the statistics of ``data`` (the model itself is learned by :meth:`fit_candidates`)."""
-        channels = getattr(self, "channel_names_", ())
-        self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
-        return self
 
     def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
                        labels: np.ndarray, *, progress: bool = False) -> Self:
@@ -73,11 +66,7 @@ class LightGBMRanker(Ranker):
             labels: (B, C) bool, true where the candidate is one of the user's held-out items.
         """
         cfg = self.config
-        self.channel_names_ = tuple(sorted(candidates.channel_scores))
-        builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
-        rng = np.random.default_rng(cfg.seed)
-        samples = build_ranker_samples(builder, request, candidates, labels, cfg.negatives_per_user,
-                                       cfg.max_train_users, rng)
+        builder, samples, rng = self._training_samples(data, request, candidates, labels)
         x, y, rows = samples.x, samples.y, samples.rows
         self.feature_names_ = samples.feature_names
         categorical = samples.categorical
@@ -116,19 +105,9 @@ class LightGBMRanker(Ranker):
         self.features_ = builder
         return self
 
-    def score(self, request: RequestBatch, candidates: Candidates) -> np.ndarray:
-        """(B, C) float32 model scores, -inf at padding."""
-        out = np.full(candidates.item_index.shape, -np.inf, np.float32)
-        if not candidates.valid.any():
-            return out
-        feats, rows, cols = self.features_.transform(request, candidates)
-        if feats.names != self.feature_names_:
-            raise RecfunnelError("ranking features differ from the ones the model was trained on")
-        out[rows, cols] = self.booster_.predict(feats.to_matrix(), num_iteration=self.booster_.best_iteration or None)
-        return out
-
-    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
-        return candidates.with_scores(self.score(request, candidates), "rank", k)
+    def _score_rows(self, request: RequestBatch, candidates: Candidates, features: FeatureBatch,
+                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.booster_.predict(features.to_matrix(), num_iteration=self.booster_.best_iteration or None)
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
         writer.write_text(f"{prefix}model.txt", self.booster_.model_to_string())

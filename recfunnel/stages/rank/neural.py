@@ -22,12 +22,12 @@ from recfunnel.errors import ConfigError, RecfunnelError
 from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
 from recfunnel.features.tensors import TensorEncoder, TensorEncoderConfig
 from recfunnel.layers.inputs import ModelSchema
-from recfunnel.stages.base import Ranker
+from recfunnel.stages.rank.base import FeatureRanker
 from recfunnel.stages.rank.models import build_model, model_class
 from recfunnel.stages.rank.samples import sample_training_slots
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.training.trainer import Trainer, TrainerConfig, predict_logits, torch_threads
-from recfunnel.types import Candidates, RequestBatch
+from recfunnel.types import Candidates, FeatureBatch, RequestBatch
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class NeuralRankerConfig:
             raise ConfigError(f"model {self.model!r} reads the behaviour sequence: encoder.max_sequence_length must be >= 1")
 
 
-class NeuralRanker(Ranker):
+class NeuralRanker(FeatureRanker):
     """Scores (user, candidate) pairs with a model of the zoo."""
 
     kind = "neural"
@@ -77,21 +77,14 @@ class NeuralRanker(Ranker):
     def __init__(self, config: NeuralRankerConfig | None = None, name: str | None = None):
         super().__init__(config or NeuralRankerConfig(), name or "rank")
 
-    def fit(self, data: TrainingData) -> Self:
-        """Re-index the statistics on ``data`` (the model is learned by :meth:`fit_candidates`)."""
-        channels = getattr(self, "channel_names_", ())
-        self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
-        return self
-
     def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
                        labels: np.ndarray, *, progress: bool = False) -> Self:
         cfg = self.config
-        self.channel_names_ = tuple(sorted(candidates.channel_scores))
-        builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
+        builder = self._fit_builder(data, candidates)
         rng = np.random.default_rng(cfg.seed)
         masked = sample_training_slots(candidates, labels, cfg.negatives_per_user, cfg.max_train_users, rng)
         feats, rows, cols = builder.transform(request, masked)
-        encoder = TensorEncoder(cfg.encoder).fit(data, feats)
+        encoder = TensorEncoder(cfg.encoder).fit(data, feats, builder)
         batch = encoder.transform(request, masked, feats, rows, cols)
         batch.label = torch.as_tensor(labels[rows, cols].astype(np.float32))
         batch.group = torch.as_tensor(rows.astype(np.int64))
@@ -114,19 +107,12 @@ class NeuralRanker(Ranker):
         }
         return self
 
-    def score(self, request: RequestBatch, candidates: Candidates) -> np.ndarray:
-        """(B, C) float32 logits, -inf at padding."""
-        out = np.full(candidates.item_index.shape, -np.inf, np.float32)
-        if not candidates.valid.any():
-            return out
-        feats, rows, cols = self.features_.transform(request, candidates)
-        batch = self.encoder_.transform(request, candidates, feats, rows, cols)
+    def _score_rows(self, request: RequestBatch, candidates: Candidates, features: FeatureBatch,
+                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(N,) logits."""
+        batch = self.encoder_.transform(request, candidates, features, rows, cols)
         with torch_threads(self.config.threads):
-            out[rows, cols] = predict_logits(self.model_, batch, self.config.score_batch_size)
-        return out
-
-    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
-        return candidates.with_scores(self.score(request, candidates), "rank", k)
+            return predict_logits(self.model_, batch, self.config.score_batch_size)
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
         if not self.is_fitted or not hasattr(self, "model_"):

@@ -25,15 +25,14 @@ import xgboost as xgb
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ArtifactError, RecfunnelError
 from recfunnel.features.ranking import RankingFeatureBuilder, RankingFeatureConfig
-from recfunnel.stages.base import Ranker
+from recfunnel.stages.rank.base import FeatureRanker
 from recfunnel.stages.rank.samples import (
-    build_ranker_samples,
     check_param,
     check_sampling_params,
     validation_row_mask,
 )
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
-from recfunnel.types import Candidates, RequestBatch
+from recfunnel.types import Candidates, FeatureBatch, RequestBatch
 
 OBJECTIVES = ("binary:logistic", "rank:pairwise", "rank:ndcg")
 
@@ -117,7 +116,7 @@ class XGBoostRankerConfig:
         return params
 
 
-class XGBoostRanker(Ranker):
+class XGBoostRanker(FeatureRanker):
     """XGBoost scoring of (user, candidate) features; see :mod:`recfunnel.features.ranking`.
 
     Scores are probabilities for ``binary:logistic`` and ranking margins otherwise.
@@ -127,12 +126,6 @@ class XGBoostRanker(Ranker):
 
     def __init__(self, config: XGBoostRankerConfig | None = None, name: str | None = None):
         super().__init__(config or XGBoostRankerConfig(), name or "rank")
-
-    def fit(self, data: TrainingData) -> Self:
-        """Index the statistics of ``data`` (the model itself is learned by :meth:`fit_candidates`)."""
-        channels = getattr(self, "channel_names_", ())
-        self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
-        return self
 
     def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
                        labels: np.ndarray, *, progress: bool = False) -> Self:
@@ -145,11 +138,7 @@ class XGBoostRanker(Ranker):
             labels: (B, C) bool, true where the candidate is one of the user's held-out items.
         """
         cfg = self.config
-        self.channel_names_ = tuple(sorted(candidates.channel_scores))
-        builder = RankingFeatureBuilder(cfg.features, self.channel_names_).fit(data)
-        rng = np.random.default_rng(cfg.seed)
-        samples = build_ranker_samples(builder, request, candidates, labels, cfg.negatives_per_user,
-                                       cfg.max_train_users, rng)
+        builder, samples, rng = self._training_samples(data, request, candidates, labels)
         self.feature_names_ = samples.feature_names
         self.feature_types_ = samples.feature_types
         x, y, rows = samples.x, samples.y, samples.rows
@@ -179,21 +168,11 @@ class XGBoostRanker(Ranker):
         self.features_ = builder
         return self
 
-    def score(self, request: RequestBatch, candidates: Candidates) -> np.ndarray:
-        """(B, C) float32 model scores, -inf at padding."""
-        out = np.full(candidates.item_index.shape, -np.inf, np.float32)
-        if not candidates.valid.any():
-            return out
-        feats, rows, cols = self.features_.transform(request, candidates)
-        if feats.names != self.feature_names_:
-            raise RecfunnelError("ranking features differ from the ones the model was trained on")
-        matrix = xgb.DMatrix(feats.to_matrix(), feature_types=self.feature_types_, enable_categorical=True,
+    def _score_rows(self, request: RequestBatch, candidates: Candidates, features: FeatureBatch,
+                    rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        matrix = xgb.DMatrix(features.to_matrix(), feature_types=self.feature_types_, enable_categorical=True,
                              missing=np.nan, nthread=self.config.nthread or -1)
-        out[rows, cols] = self.booster_.predict(matrix)
-        return out
-
-    def rank(self, request: RequestBatch, candidates: Candidates, k: int) -> Candidates:
-        return candidates.with_scores(self.score(request, candidates), "rank", k)
+        return self.booster_.predict(matrix)
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
         if not hasattr(self, "booster_"):
