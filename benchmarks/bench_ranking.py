@@ -9,6 +9,10 @@ user and item ids, age, gender, occupation, zip prefix, release year, genres
 affinities of :class:`~recfunnel.features.ranking.RankingFeatureBuilder`. Every
 model, LightGBM and DeepCTR-Torch read the same encoded columns.
 
+The zoo trains with Adam, early stopping on validation AUC and an exponential
+moving average of the weights (``--ema-decay``, 0.999 per step); the DeepCTR-Torch
+comparison trains both DeepFMs plainly (no averaging, no early stopping).
+
     python benchmarks/bench_ranking.py [--models deepfm,din] [--epochs 5] [--threads 1]
 """
 
@@ -28,6 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
+# rows beyond the zoo's defaults (label -> [model, params])
+VARIANTS = {"opnn (embed_dim 32)": ["opnn", {"embed_dim": 32}]}
 COLUMNS = ["auc", "logloss", "gauc", "train_samples_s", "infer_samples_s", "epochs"]
 
 
@@ -86,12 +92,12 @@ def metrics(test, probs: np.ndarray) -> dict[str, float]:
     return {"auc": auc(y, probs), "logloss": logloss(y, probs), "gauc": gauc(test.group.numpy(), y, probs)}
 
 
-def run_recfunnel(name: str, schema, train, valid, test, trainer_cfg) -> dict[str, float]:
+def run_recfunnel(name: str, schema, train, valid, test, trainer_cfg, params: dict | None = None) -> dict[str, float]:
     from recfunnel.stages.rank.models import build_model
     from recfunnel.training.trainer import Trainer, predict_proba
 
     torch.manual_seed(trainer_cfg.seed)
-    model = build_model(name, schema)
+    model = build_model(name, schema, params)
     history = Trainer(trainer_cfg).fit(model, train, valid)
     t0 = time.perf_counter()
     probs = predict_proba(model, test, 4096)
@@ -191,7 +197,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ema-decay", type=float, default=0.999,
+                        help="average the zoo's weights over training (TrainerConfig.ema_decay; 0 = off)")
+    parser.add_argument("--variants", default=json.dumps(VARIANTS),
+                        help="JSON {row label: [model, params]}: extra rows with non-default model options")
     parser.add_argument("--no-deepctr", action="store_true", help="skip the DeepCTR-Torch comparison")
+    parser.add_argument("--parity-repeats", type=int, default=3,
+                        help="interleaved runs of each DeepFM in the DeepCTR-Torch comparison (medians reported)")
     parser.add_argument("--history", choices=("clicks", "all"), default="clicks",
                         help="behaviour sequence: the user's clicks (ratings >= 4) or every rating")
     parser.add_argument("--dense-buckets", type=int, default=0,
@@ -211,15 +223,18 @@ def main(argv: list[str] | None = None) -> dict:
           f"{len(schema.sparse)} sparse, {len(schema.dense)} dense, {len(schema.bags)} bags, "
           f"built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     names = model_names() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    runs = [(name, name, None) for name in names]
+    runs += [(label, model, params) for label, (model, params) in json.loads(args.variants).items()]
     zoo_cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3, patience=3,
+                            ema_decay=args.ema_decay,
                             seed=0, threads=args.threads)
     results: dict[str, dict[str, float]] = {}
     results["LightGBM (same columns)"] = run_lightgbm(schema, train, valid, test, args.threads)
     print(f"lightgbm: {results['LightGBM (same columns)']}", file=sys.stderr)
-    for name in names:
+    for name, model_name, params in runs:
         t0 = time.perf_counter()
         try:
-            results[name] = run_recfunnel(name, schema, train, valid, test, zoo_cfg)
+            results[name] = run_recfunnel(model_name, schema, train, valid, test, zoo_cfg, params)
         except Exception as e:  # a broken model must not hide the others' numbers
             print(f"{name}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
             continue
@@ -231,11 +246,22 @@ def main(argv: list[str] | None = None) -> dict:
         epochs = 2
         fixed = TrainerConfig(epochs=epochs, batch_size=args.batch_size, learning_rate=1e-3, patience=epochs,
                               restore_best=False, seed=0, threads=args.threads)
-        parity["recfunnel DeepFM (fixed epochs)"] = run_recfunnel("deepfm", schema, train, valid, test, fixed)
-        parity["DeepCTR-Torch DeepFM (fixed epochs)"] = run_deepctr_deepfm(
-            schema, train, test, epochs, args.batch_size, 16, 0)
+        # interleaved repeats, medians: a shared machine's load moves both libraries alike
+        runs: dict[str, list[dict[str, float]]] = {"recfunnel": [], "deepctr": []}
+        for _ in range(args.parity_repeats):
+            runs["recfunnel"].append(run_recfunnel("deepfm", schema, train, valid, test, fixed))
+            runs["deepctr"].append(run_deepctr_deepfm(schema, train, test, epochs, args.batch_size, 16, 0))
+        for key, label in (("recfunnel", "recfunnel DeepFM (fixed epochs)"),
+                           ("deepctr", "DeepCTR-Torch DeepFM (fixed epochs)")):
+            parity[label] = {**runs[key][0], **{c: float(np.median([r[c] for r in runs[key]]))
+                                               for c in ("train_samples_s", "infer_samples_s")}}
+            parity[label]["train_samples_s_runs"] = [r["train_samples_s"] for r in runs[key]]
+        ratio = parity["recfunnel DeepFM (fixed epochs)"]["train_samples_s"] / \
+            parity["DeepCTR-Torch DeepFM (fixed epochs)"]["train_samples_s"]
         for k, v in parity.items():
             print(f"{k}: {v}", file=sys.stderr)
+        print(f"training throughput recfunnel / DeepCTR-Torch: {ratio:.2f}x "
+              f"(medians of {args.parity_repeats} interleaved runs)", file=sys.stderr)
         results.update(parity)
     table = format_rows(results)
     print(table)
@@ -246,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "threads": args.threads},
         "results": results,
     }
+    if parity:
+        out["deepfm_train_throughput_ratio"] = ratio
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float))
     return out

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from recfunnel.evaluation.metrics import auc
@@ -42,6 +43,10 @@ class TrainerConfig:
             within a group) or ``softmax`` (list-wise over a group).
         patience: epochs without a better validation AUC before stopping.
         restore_best: end with the weights of the best validation epoch (else the last epoch's).
+        ema_decay: keep an exponential moving average of the weights (Polyak averaging) with this
+            decay per step, and validate, keep and return the averaged weights instead of the raw
+            ones (0 = off; 0.999 averages over roughly the last thousand steps). Early steps
+            average uniformly (decay min(ema_decay, t / (t + 1))) so the random start fades out.
         seed: seed of initialisation and shuffling.
         threads: torch intra-op threads during training (0 = leave torch's setting).
         eval_batch_size: rows per forward pass at evaluation and inference.
@@ -58,6 +63,7 @@ class TrainerConfig:
     loss: Literal["bce", "bpr", "hinge", "softmax"] = "bce"
     patience: int = 1
     restore_best: bool = True
+    ema_decay: float = 0.0
     seed: int = 0
     threads: int = 0
     eval_batch_size: int = 8192
@@ -119,7 +125,7 @@ def predict_logits(model: torch.nn.Module, batch: TensorBatch, batch_size: int =
     model.train(was_training)
     if not out:
         return np.zeros(0, np.float32)
-    return torch.cat(out).numpy().astype(np.float32)
+    return torch.cat(out).detach().numpy().astype(np.float32)
 
 
 def predict_proba(model: torch.nn.Module, batch: TensorBatch, batch_size: int = 8192) -> np.ndarray:
@@ -170,10 +176,16 @@ class Trainer:
             raise ValueError("training rows need labels")
         if cfg.loss not in LOSSES:
             raise ValueError(f"unknown loss {cfg.loss!r}; use one of {sorted(LOSSES)}")
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
         loss_fn = LOSSES[cfg.loss]
         keep_groups = cfg.loss != "bce"
         if keep_groups and train.group is None:
             raise ValueError(f"loss {cfg.loss!r} compares rows of one request: training rows need a group")
+        if getattr(model, "needs_sequences", None) is False:
+            # behaviour sequences are most of a batch's bytes: do not shuffle what the model never reads
+            train = train.without_sequences()
+            valid = valid.without_sequences() if valid is not None else None
         history = TrainingHistory()
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         if ckpt_dir is not None:
@@ -182,6 +194,9 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             generator = torch.Generator().manual_seed(cfg.seed)
             optimizer = self._optimizer(model)
+            averaged = AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True) \
+                if cfg.ema_decay > 0 else None
+            evaluated = averaged.module if averaged is not None else model
             best_auc, best_state, bad_epochs = -np.inf, None, 0
             seen, t0 = 0, time.perf_counter()
             has_valid = valid is not None and valid.label is not None and len(valid) > 0 \
@@ -209,6 +224,8 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if averaged is not None:
+                        averaged.update_parameters(model)
                     total += float(loss.detach()) * len(batch)
                     count += len(batch)
                 seen += count
@@ -217,27 +234,44 @@ class Trainer:
                 if not has_valid:
                     history.best_epoch = epoch
                     continue
-                scores = predict_logits(model, valid, cfg.eval_batch_size)
+                scores = predict_logits(evaluated, valid, cfg.eval_batch_size)
                 epoch_auc = auc(valid.label.numpy() > 0.5, scores)
                 history.valid_auc.append(epoch_auc)
                 if ckpt_dir is not None:
-                    save_state(model, ckpt_dir / f"epoch-{epoch + 1}.pt")
+                    save_state(evaluated, ckpt_dir / f"epoch-{epoch + 1}.pt")
                 if epoch_auc > best_auc:
                     best_auc, bad_epochs, history.best_epoch = epoch_auc, 0, epoch
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(evaluated.state_dict())
                     if ckpt_dir is not None:
-                        save_state(model, ckpt_dir / "best.pt")
+                        save_state(evaluated, ckpt_dir / "best.pt")
                 else:
                     bad_epochs += 1
                     if bad_epochs >= cfg.patience:
                         break
             if best_state is not None and cfg.restore_best:
                 model.load_state_dict(best_state)
+            elif averaged is not None:
+                model.load_state_dict(averaged.module.state_dict())
             history.seconds = time.perf_counter() - t0
             # training steps only (validation passes excluded), comparable across libraries
             history.samples_per_second = seen / max(history.train_seconds, 1e-9)
         model.eval()
         return history
+
+
+def _ema_update(decay: float):
+    """``multi_avg_fn`` for :class:`AveragedModel`: e <- d e + (1 - d) p, d = min(decay, t / (t + 1))."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        t = int(n_averaged)
+        d = min(decay, t / (t + 1.0))
+        for e, p in zip(averaged, current, strict=True):
+            if e.is_floating_point():
+                e.lerp_(p, 1.0 - d)
+            else:  # counters such as BatchNorm's num_batches_tracked
+                e.copy_(p)
+
+    return update
 
 
 def _embedding_penalty(model: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:

@@ -73,3 +73,36 @@ def test_list_wise_training_learns_and_needs_groups():
     train.group = None
     with pytest.raises(ValueError, match="group"):
         Trainer(TrainerConfig(loss="bpr")).fit(model, train, valid)
+
+
+def test_weight_averaging_follows_the_uniform_then_exponential_rule():
+    from recfunnel.training.trainer import _ema_update
+
+    update = _ema_update(0.75)
+    avg, count = [torch.tensor([0.0]), torch.tensor([5])], [torch.tensor([0.0]), torch.tensor([7])]
+    seen = [4.0, 8.0, 12.0, 0.0]
+    for t, value in enumerate(seen, start=1):
+        count[0].fill_(value)
+        update(avg, count, torch.tensor(t))
+    # t=1: d=1/2 -> 2; t=2: d=2/3 -> 4; t=3: d=3/4 -> 6; t=4: d=min(0.75, 4/5) -> 4.5
+    assert float(avg[0]) == pytest.approx(4.5)
+    assert int(avg[1]) == 7  # integer buffers are copied, not averaged
+
+
+def test_averaged_weights_are_the_ones_validated_kept_and_returned(tmp_path):
+    cfg = TrainerConfig(epochs=8, batch_size=256, learning_rate=5e-3, threads=1, patience=8, ema_decay=0.9,
+                        checkpoint_dir=str(tmp_path))
+    model, valid, history = _fit(cfg)
+    assert auc(valid.label.numpy() > 0.5, predict_logits(model, valid)) == pytest.approx(max(history.valid_auc),
+                                                                                         abs=1e-9)
+    restored = load_state(build_model("deepfm", model.schema, {"embed_dim": 8, "hidden": (32,)}),
+                          tmp_path / "best.pt")
+    np.testing.assert_array_equal(predict_logits(restored, valid), predict_logits(model, valid))
+    raw, _, _ = _fit(TrainerConfig(epochs=3, batch_size=256, learning_rate=5e-3, threads=1, patience=3))
+    assert not np.array_equal(predict_logits(raw, valid), predict_logits(model, valid))
+    assert max(history.valid_auc) > 0.8  # the averaged model has learned the planted cross
+
+
+def test_weight_averaging_rejects_a_decay_outside_zero_one():
+    with pytest.raises(ValueError, match="ema_decay"):
+        _fit(TrainerConfig(epochs=1, ema_decay=1.0))

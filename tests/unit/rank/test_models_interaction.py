@@ -140,12 +140,13 @@ def test_fnn_init_from_fm_copies_weights_and_vectors():
     schema, batch = make_planted_ctr("cross", n=16)
     fm = build_model("fm", schema, {"embed_dim": 4})
     with torch.no_grad():
-        fm.linear.weight.weight.normal_()
+        fm.embeddings.table.weight[:, -1].normal_()
     fnn = build_model("fnn", schema, {"embed_dim": 4, "hidden": (8,)})
     fnn.init_from_fm(fm)
     z = fnn.embeddings.fields(batch)
     torch.testing.assert_close(z[..., 1:], fm.embeddings.fields(batch))
-    torch.testing.assert_close(z[:, 0, 0], fm.linear.weight(batch.sparse[:, 0] + fm.linear.offsets[0]).squeeze(-1))
+    first_order = fm.embeddings.table.weight[batch.sparse[:, 0] + fm.embeddings.offsets[0], -1]
+    torch.testing.assert_close(z[:, 0, 0], first_order)
     with pytest.raises(ValueError):
         fnn.init_from_fm(build_model("fm", schema, {"embed_dim": 8}))
 

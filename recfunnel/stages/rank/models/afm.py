@@ -38,13 +38,13 @@ class AFM(CTRModel):
     def __init__(self, schema: ModelSchema, config: AFMConfig):
         super().__init__(schema, config)
         d = config.embed_dim
-        self.embeddings = EmbeddingCollection(schema, d)
+        self.embeddings = EmbeddingCollection(schema, d, first_order=True)
         self.dense_embedding = DenseEmbedding(len(schema.dense), d) if schema.dense else None
-        self.linear = LinearTerms(schema)
+        self.linear = LinearTerms(schema, ids=False)
         self.pooling = AttentionalPooling(d, config.attention_dim, config.attention_dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.projection = nn.Linear(d, 1, bias=False)  # p
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
-        emb = self.field_embeddings(self.embeddings, batch, self.dense_embedding)
-        return self.linear(batch) + self.projection(self.dropout(self.pooling(emb))).squeeze(-1)
+        emb, linear = self.fields_and_linear(batch, self.dense_embedding)
+        return linear + self.projection(self.dropout(self.pooling(emb))).squeeze(-1)

@@ -72,5 +72,18 @@ class CTRModel(nn.Module):
             emb = torch.cat([emb, dense_embedding(batch.dense)], 1)
         return emb
 
+    def fields_and_linear(self, batch: TensorBatch,
+                          dense_embedding: DenseEmbedding | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, F', d) field embeddings (dense columns as fields with ``dense_embedding``) and (N,) linear logit.
+
+        For models with ``self.embeddings = EmbeddingCollection(..., first_order=True)`` and
+        ``self.linear = LinearTerms(schema, ids=False)``: the ids' first-order weights come
+        from the same gather as their embeddings, ``self.linear`` adds the dense map and bias.
+        """
+        emb, first = self.embeddings.fields_and_first_order(batch)
+        if dense_embedding is not None and self.schema.dense:
+            emb = torch.cat([emb, dense_embedding(batch.dense)], 1)
+        return emb, first + self.linear(batch)
+
 
 __all__ = ["CTRModel", "ModelConfig"]

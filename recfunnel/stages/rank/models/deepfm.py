@@ -20,13 +20,13 @@ class DeepFM(CTRModel):
     def __init__(self, schema: ModelSchema, config: ModelConfig):
         super().__init__(schema, config)
         d = config.embed_dim
-        self.embeddings = EmbeddingCollection(schema, d)
-        self.linear = LinearTerms(schema)
+        self.embeddings = EmbeddingCollection(schema, d, first_order=True)
+        self.linear = LinearTerms(schema, ids=False)
         self.fm = FactorizationMachine()
         self.deep = MLP(schema.n_fields * d + len(schema.dense), config.hidden, 1,
                         dropout=config.dropout, batch_norm=config.batch_norm)
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
-        emb = self.embeddings.fields(batch)
+        emb, linear = self.fields_and_linear(batch)
         deep_in = torch.cat([emb.flatten(1), batch.dense], 1)
-        return self.linear(batch) + self.fm(emb) + self.deep(deep_in).squeeze(-1)
+        return linear + self.fm(emb) + self.deep(deep_in).squeeze(-1)

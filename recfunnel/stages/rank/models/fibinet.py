@@ -42,9 +42,9 @@ class FiBiNET(CTRModel):
         super().__init__(schema, config)
         d = config.embed_dim
         n_fields = schema.n_fields + len(schema.dense)
-        self.embeddings = EmbeddingCollection(schema, d)
+        self.embeddings = EmbeddingCollection(schema, d, first_order=True)
         self.dense_embedding = DenseEmbedding(len(schema.dense), d) if schema.dense else None
-        self.linear = LinearTerms(schema)
+        self.linear = LinearTerms(schema, ids=False)
         self.senet = SENet(n_fields, config.reduction_ratio)
         self.bilinear = BilinearInteraction(n_fields, d, config.bilinear_type)
         self.bilinear_se = BilinearInteraction(n_fields, d, config.bilinear_type)
@@ -52,7 +52,7 @@ class FiBiNET(CTRModel):
         self.deep = MLP(2 * n_pairs * d, config.hidden, 1, dropout=config.dropout, batch_norm=config.batch_norm)
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
-        emb = self.field_embeddings(self.embeddings, batch, self.dense_embedding)
+        emb, linear = self.fields_and_linear(batch, self.dense_embedding)
         p = self.bilinear(emb)
         q = self.bilinear_se(self.senet(emb))
-        return self.linear(batch) + self.deep(torch.cat([p.flatten(1), q.flatten(1)], 1)).squeeze(-1)
+        return linear + self.deep(torch.cat([p.flatten(1), q.flatten(1)], 1)).squeeze(-1)

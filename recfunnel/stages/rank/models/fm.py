@@ -22,11 +22,11 @@ class FM(CTRModel):
 
     def __init__(self, schema: ModelSchema, config: ModelConfig):
         super().__init__(schema, config)
-        self.embeddings = EmbeddingCollection(schema, config.embed_dim)
+        self.embeddings = EmbeddingCollection(schema, config.embed_dim, first_order=True)
         self.dense_embedding = DenseEmbedding(len(schema.dense), config.embed_dim) if schema.dense else None
-        self.linear = LinearTerms(schema)
+        self.linear = LinearTerms(schema, ids=False)
         self.fm = FactorizationMachine()
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
-        emb = self.field_embeddings(self.embeddings, batch, self.dense_embedding)
-        return self.linear(batch) + self.fm(emb)
+        emb, linear = self.fields_and_linear(batch, self.dense_embedding)
+        return linear + self.fm(emb)

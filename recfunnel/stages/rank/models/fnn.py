@@ -38,11 +38,10 @@ class FNN(CTRModel):
         """
         if fm.schema != self.schema or fm.config.embed_dim != self.config.embed_dim:
             raise ValueError("FNN can only be initialised from an FM with the same schema and embed_dim")
-        table, bag_table = self.embeddings.table.weight, self.embeddings.bag_table.weight
-        table[:, :1].copy_(fm.linear.weight.weight)
-        table[:, 1:].copy_(fm.embeddings.table.weight)
-        bag_table[:, :1].copy_(fm.linear.bag_weight.weight)
-        bag_table[:, 1:].copy_(fm.embeddings.bag_table.weight)
+        # FM's shared table holds (v_i, w_i) per id; FNN's holds (w_i, v_i), same rows
+        fm_table, d = fm.embeddings.table.weight, fm.config.embed_dim
+        self.embeddings.table.weight[:, :1].copy_(fm_table[:, d:])
+        self.embeddings.table.weight[:, 1:].copy_(fm_table[:, :d])
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
         emb = self.embeddings.fields(batch)

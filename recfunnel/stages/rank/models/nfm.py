@@ -38,9 +38,9 @@ class NFM(CTRModel):
     def __init__(self, schema: ModelSchema, config: NFMConfig):
         super().__init__(schema, config)
         d = config.embed_dim
-        self.embeddings = EmbeddingCollection(schema, d)
+        self.embeddings = EmbeddingCollection(schema, d, first_order=True)
         self.dense_embedding = DenseEmbedding(len(schema.dense), d) if schema.dense else None
-        self.linear = LinearTerms(schema)
+        self.linear = LinearTerms(schema, ids=False)
         self.bi = BiInteraction()
         post: list[nn.Module] = [nn.BatchNorm1d(d)] if config.batch_norm else []
         if config.bi_dropout > 0:
@@ -49,5 +49,5 @@ class NFM(CTRModel):
         self.deep = MLP(d, config.hidden, 1, dropout=config.dropout, batch_norm=config.batch_norm)
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
-        emb = self.field_embeddings(self.embeddings, batch, self.dense_embedding)
-        return self.linear(batch) + self.deep(self.bi_post(self.bi(emb))).squeeze(-1)
+        emb, linear = self.fields_and_linear(batch, self.dense_embedding)
+        return linear + self.deep(self.bi_post(self.bi(emb))).squeeze(-1)

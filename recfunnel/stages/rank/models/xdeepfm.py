@@ -39,14 +39,14 @@ class XDeepFM(CTRModel):
     def __init__(self, schema: ModelSchema, config: XDeepFMConfig):
         super().__init__(schema, config)
         d = config.embed_dim
-        self.embeddings = EmbeddingCollection(schema, d)
-        self.linear = LinearTerms(schema)
+        self.embeddings = EmbeddingCollection(schema, d, first_order=True)
+        self.linear = LinearTerms(schema, ids=False)
         self.cin = CIN(schema.n_fields, config.cin_layers, config.cin_split_half, config.cin_activation)
         self.cin_out = nn.Linear(self.cin.output_dim, 1)
         self.deep = MLP(schema.n_fields * d + len(schema.dense), config.hidden, 1,
                         dropout=config.dropout, batch_norm=config.batch_norm)
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
-        emb = self.embeddings.fields(batch)
+        emb, linear = self.fields_and_linear(batch)
         deep = self.deep(torch.cat([emb.flatten(1), batch.dense], 1))
-        return self.linear(batch) + (self.cin_out(self.cin(emb)) + deep).squeeze(-1)
+        return linear + (self.cin_out(self.cin(emb)) + deep).squeeze(-1)

@@ -1,0 +1,158 @@
+"""Hand-computed cases for the fused embedding collection and the first-order terms."""
+
+import pytest
+import torch
+
+from recfunnel.layers.embedding import EmbeddingCollection, LinearTerms
+from recfunnel.layers.inputs import ModelSchema, SequenceField, SparseField, TensorBatch
+from recfunnel.training.trainer import Trainer, TrainerConfig
+
+SCHEMA = ModelSchema(
+    sparse=(SparseField("user", 4), SparseField("item", 5)),
+    dense=("x",),
+    bags=(SparseField("tags", 6), SparseField("topics", 3)),
+    sequences=(SequenceField("hist_item", "item"),),
+    max_sequence_length=3,
+)
+
+
+def make_batch() -> TensorBatch:
+    return TensorBatch(
+        sparse=torch.tensor([[2, 3], [1, 4], [3, 0]]),
+        dense=torch.tensor([[0.5], [-1.0], [2.0]]),
+        bags={"tags": torch.tensor([[2, 5, 0], [0, 0, 0], [4, 0, 0]]),
+              "topics": torch.tensor([[1, 2], [2, 0], [0, 0]])},
+        sequences={"hist_item": torch.tensor([[4, 2, 0], [0, 0, 0], [1, 1, 3]])},
+        label=torch.tensor([1.0, 0.0, 1.0]),
+    )
+
+
+def by_hand(collection: EmbeddingCollection, batch: TensorBatch) -> torch.Tensor:
+    """(N, F, width) rows read field by field from the fused table, bags averaged over non-padding ids."""
+    w = collection.table.weight
+    fields = [w[batch.sparse[:, 0]], w[4 + batch.sparse[:, 1]]]  # user rows start at 0, item rows at 4
+    for start, name in ((9, "tags"), (15, "topics")):  # bags after the 4 + 5 sparse rows
+        ids = batch.bags[name]
+        pooled = []
+        for row in ids:
+            real = row[row > 0]
+            pooled.append(w[start + real].mean(0) if len(real) else torch.zeros(w.shape[1], dtype=w.dtype))
+        fields.append(torch.stack(pooled))
+    return torch.stack(fields, 1)
+
+
+def test_one_table_holds_every_field_and_bag_at_its_offset():
+    collection = EmbeddingCollection(SCHEMA, 3)
+    assert collection.table.weight.shape == (4 + 5 + 6 + 3, 3)
+    assert collection.offsets.tolist() == [0, 4]
+    assert collection.bag_offsets.tolist() == [9, 15]
+
+
+def test_fields_are_the_rows_and_the_bag_means():
+    torch.manual_seed(0)
+    collection = EmbeddingCollection(SCHEMA, 3).double()
+    batch = make_batch()
+    torch.testing.assert_close(collection.fields(batch), by_hand(collection, batch))
+    # a bag of only padding ids is the zero vector, not a mean over nothing
+    assert collection.fields(batch)[1, 2].abs().sum() == 0
+
+
+def test_first_order_weights_share_the_gather_and_start_at_zero():
+    torch.manual_seed(0)
+    collection = EmbeddingCollection(SCHEMA, 3, first_order=True).double()
+    assert collection.table.weight.shape[1] == 4
+    assert collection.table.weight[:, 3].abs().sum() == 0
+    with torch.no_grad():
+        collection.table.weight[:, 3].normal_()
+    batch = make_batch()
+    emb, first = collection.fields_and_first_order(batch)
+    rows = by_hand(collection, batch)
+    torch.testing.assert_close(emb, rows[..., :3])
+    torch.testing.assert_close(first, rows[..., 3].sum(1))
+    with pytest.raises(ValueError, match="first-order"):
+        EmbeddingCollection(SCHEMA, 3).fields_and_first_order(batch)
+
+
+def test_gradients_equal_those_of_the_field_by_field_lookup():
+    torch.manual_seed(0)
+    collection = EmbeddingCollection(SCHEMA, 3, first_order=True).double()
+    batch = make_batch()
+    probe = torch.randn(3, 4, 3, dtype=torch.float64)
+    emb, first = collection.fields_and_first_order(batch)
+    ((emb * probe).sum() + (first * torch.arange(3.0, dtype=torch.float64)).sum()).backward()
+    fused = collection.table.weight.grad.clone()
+    collection.table.weight.grad = None
+    rows = by_hand(collection, batch)
+    ((rows[..., :3] * probe).sum() + (rows[..., 3].sum(1) * torch.arange(3.0, dtype=torch.float64)).sum()).backward()
+    torch.testing.assert_close(fused, collection.table.weight.grad)
+    untouched = torch.ones(18, dtype=torch.bool)
+    untouched[[2, 1, 3, 4 + 3, 4 + 4, 4 + 0, 9 + 2, 9 + 5, 9 + 4, 15 + 1, 15 + 2]] = False
+    assert fused[untouched].abs().sum() == 0
+
+
+def test_sequences_read_the_target_fields_rows_and_zero_their_padding():
+    collection = EmbeddingCollection(SCHEMA, 3, first_order=True)
+    batch = make_batch()
+    seq = collection.sequence(batch)
+    assert seq.shape == (3, 3, 3)  # the first-order column is not part of a sequence embedding
+    torch.testing.assert_close(seq[0, 0], collection.table.weight[4 + 4, :3])
+    assert seq[1].abs().sum() == 0
+    torch.testing.assert_close(collection.target(batch), collection.table.weight[4 + batch.sparse[:, 1], :3])
+
+
+def test_linear_terms_sum_id_weights_bag_means_dense_map_and_bias():
+    torch.manual_seed(0)
+    linear = LinearTerms(SCHEMA).double()
+    with torch.no_grad():
+        linear.ids.table.weight.normal_()
+        linear.dense.weight.fill_(2.0)
+        linear.bias.fill_(0.25)
+    batch = make_batch()
+    batch.dense = batch.dense.double()
+    ids_part = by_hand(linear.ids, batch)[..., 0].sum(1)
+    torch.testing.assert_close(linear(batch), ids_part + 2.0 * batch.dense[:, 0] + 0.25)
+    dense_only = LinearTerms(SCHEMA, ids=False).double()
+    with torch.no_grad():
+        dense_only.dense.weight.fill_(2.0)
+    torch.testing.assert_close(dense_only(batch), 2.0 * batch.dense[:, 0])
+
+
+def test_without_sequences_keeps_every_other_input():
+    batch = make_batch()
+    lean = batch.without_sequences()
+    assert lean.sequences == {} and lean.sequence_age is None
+    assert lean.sparse is batch.sparse and lean.bags is batch.bags and lean.label is batch.label
+    assert batch.sequences  # the original is untouched
+
+
+class _Recorder(torch.nn.Module):
+    """A model that notes whether its training batches carried sequences."""
+
+    def __init__(self, needs_sequences: bool):
+        super().__init__()
+        self.needs_sequences = needs_sequences
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+        self.saw_sequences: set[bool] = set()
+
+    def forward(self, batch: TensorBatch) -> torch.Tensor:
+        self.saw_sequences.add(bool(batch.sequences))
+        return self.bias.expand(len(batch))
+
+
+@pytest.mark.parametrize("needs", [False, True])
+def test_the_trainer_shuffles_sequences_only_for_models_that_read_them(needs):
+    model = _Recorder(needs)
+    Trainer(TrainerConfig(epochs=1, batch_size=2)).fit(model, make_batch(), make_batch())
+    assert model.saw_sequences == {needs}
+
+
+@pytest.mark.parametrize("index", [torch.tensor([2, 0]), torch.tensor([True, False, True]), slice(0, 2)])
+def test_select_takes_positions_masks_and_slices(index):
+    batch = make_batch()
+    rows = torch.arange(3)[index]
+    picked = batch.select(index)
+    torch.testing.assert_close(picked.sparse, batch.sparse[rows])
+    torch.testing.assert_close(picked.dense, batch.dense[rows])
+    torch.testing.assert_close(picked.bags["tags"], batch.bags["tags"][rows])
+    torch.testing.assert_close(picked.sequences["hist_item"], batch.sequences["hist_item"][rows])
+    torch.testing.assert_close(picked.label, batch.label[rows])
