@@ -24,6 +24,14 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
 KS = (10, 20, 50)
+# the same funnel with another ranker (label -> ranker stage), to choose the default
+OTHER_RANKERS = {
+    "LightGBM": {"kind": "lightgbm"},
+    "DIEN": {"kind": "neural", "params": {"model": "dien"}},
+    "DeepFM without weight averaging": {"kind": "neural", "params": {
+        "model": "deepfm", "trainer": {"epochs": 4, "batch_size": 1024, "ema_decay": 0.0}}},
+    "OPNN (embedding 32)": {"kind": "neural", "params": {"model": "opnn", "model_params": {"embed_dim": 32}}},
+}
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "fit_s", "recommend_s"]
 
 
@@ -39,6 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ml100k.json")
+    parser.add_argument("--rankers", default=",".join(OTHER_RANKERS),
+                        help=f"other rankers to fit the same funnel with, among {', '.join(OTHER_RANKERS)}")
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) with threaded BLAS
 
@@ -82,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     from recfunnel.config import DEFAULT_CONFIG, config_from_dict
 
     # ---- the same funnel with other rankers: which ranker the default should use ----
-    for label, ranker in (("LightGBM", {"kind": "lightgbm"}),
-                          ("DIEN", {"kind": "neural", "params": {"model": "dien"}})):
+    for label in [r.strip() for r in args.rankers.split(",") if r.strip()]:
+        ranker = OTHER_RANKERS[label]
         t0 = time.perf_counter()
         f_alt = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": ranker}), progress=False)
         fit_s = time.perf_counter() - t0

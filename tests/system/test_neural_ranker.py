@@ -1,15 +1,19 @@
 """Neural rankers inside the funnel: they learn what retrieval cannot see, and save/load exactly."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from recfunnel.config import config_from_dict
 from recfunnel.data.dataset import build_training_data
-from recfunnel.errors import ConfigError
+from recfunnel.errors import ArtifactError, ConfigError
 from recfunnel.pipeline.offline.evaluate import evaluate_funnel
 from recfunnel.pipeline.offline.fit import fit_funnel
 from recfunnel.pipeline.online.funnel import Funnel
+from recfunnel.stages.rank.neural import NeuralRanker
+from recfunnel.storage.artifacts import ArtifactReader
 
 
 def _planted():
@@ -60,6 +64,13 @@ def test_neural_ranker_learns_the_planted_match_and_saves_exactly(tmp_path, plan
     ranked.save(tmp_path / "m")
     again = Funnel.load(tmp_path / "m")
     pd.testing.assert_frame_equal(again.recommend([f"u{u}" for u in range(20)], 10), recs)
+    # weights that do not fit the configured model are refused with a clear error, not a torch traceback
+    reader = ArtifactReader(tmp_path / "m")
+    prefix = next(name for name in reader.files if name.endswith("weights.npz"))[:-len("weights.npz")]
+    other = config_from_dict({**BASE, "ranker": _ranker(model)}).ranker.config
+    other = dataclasses.replace(other, model_params={**other.model_params, "embed_dim": 4})
+    with pytest.raises(ArtifactError, match="refit"):
+        NeuralRanker.load(reader, prefix, other)
 
 
 def test_unknown_model_and_option_are_config_errors():
