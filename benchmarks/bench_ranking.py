@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the zoo's initialisation and shuffling")
     parser.add_argument("--ema-decay", type=float, default=0.999,
                         help="average the zoo's weights over training (TrainerConfig.ema_decay; 0 = off)")
     parser.add_argument("--variants", default=json.dumps(VARIANTS),
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs += [(label, model, params) for label, (model, params) in json.loads(args.variants).items()]
     zoo_cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3, patience=3,
                             ema_decay=args.ema_decay,
-                            seed=0, threads=args.threads)
+                            seed=args.seed, threads=args.threads)
     results: dict[str, dict[str, float]] = {}
     results["LightGBM (same columns)"] = run_lightgbm(schema, train, valid, test, args.threads)
     print(f"lightgbm: {results['LightGBM (same columns)']}", file=sys.stderr)
