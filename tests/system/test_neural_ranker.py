@@ -61,8 +61,11 @@ def test_neural_ranker_learns_the_planted_match_and_saves_exactly(tmp_path, plan
     recs = ranked.recommend([f"u{u}" for u in range(20)], 10)
     match = recs["user_id"].str[1:].astype(int) % 2 == recs["item_id"].str[1:].astype(int) % 2
     assert match.mean() > 0.9
+    # only models that read the behaviour sequence get one encoded (at training and at serving)
+    assert bool(ranked.ranker.schema_.sequences) == (model == "din")
     ranked.save(tmp_path / "m")
     again = Funnel.load(tmp_path / "m")
+    assert again.ranker.schema_ == ranked.ranker.schema_
     pd.testing.assert_frame_equal(again.recommend([f"u{u}" for u in range(20)], 10), recs)
     # weights that do not fit the configured model are refused with a clear error, not a torch traceback
     reader = ArtifactReader(tmp_path / "m")

@@ -79,6 +79,17 @@ class NeuralRanker(FeatureRanker):
     def __init__(self, config: NeuralRankerConfig | None = None, name: str | None = None):
         super().__init__(config or NeuralRankerConfig(), name or "rank")
 
+    def _encoder_config(self) -> TensorEncoderConfig:
+        """The encoder's config, without behaviour sequences for models that never read them.
+
+        The sequences are most of a batch's bytes (two (N, L) int64 tensors): a DeepFM
+        trained on 2.4M candidate rows would carry ~4 GB of history it never looks at,
+        and every request would encode it too.
+        """
+        if model_class(self.config.model).needs_sequences:
+            return self.config.encoder
+        return dataclasses.replace(self.config.encoder, max_sequence_length=0)
+
     def fit_candidates(self, data: TrainingData, request: RequestBatch, candidates: Candidates,
                        labels: np.ndarray, *, progress: bool = False) -> Self:
         cfg = self.config
@@ -86,7 +97,7 @@ class NeuralRanker(FeatureRanker):
         rng = np.random.default_rng(cfg.seed)
         masked = sample_training_slots(candidates, labels, cfg.negatives_per_user, cfg.max_train_users, rng)
         feats, rows, cols = builder.transform(request, masked)
-        encoder = TensorEncoder(cfg.encoder).fit(data, feats, builder)
+        encoder = TensorEncoder(self._encoder_config()).fit(data, feats, builder)
         batch = encoder.transform(request, masked, feats, rows, cols)
         batch.label = torch.as_tensor(labels[rows, cols].astype(np.float32))
         batch.group = torch.as_tensor(rows.astype(np.int64))
@@ -96,6 +107,7 @@ class NeuralRanker(FeatureRanker):
             vmask = np.zeros(len(rows), bool)
         train = batch.select(torch.as_tensor(np.flatnonzero(~vmask)))
         valid = batch.select(torch.as_tensor(np.flatnonzero(vmask))) if vmask.any() else None
+        n_rows, n_positives = len(batch), int(batch.label.sum())
         schema = encoder.schema()
         torch.manual_seed(cfg.trainer.seed)
         model = build_model(cfg.model, schema, cfg.model_params)
@@ -103,7 +115,7 @@ class NeuralRanker(FeatureRanker):
         history = Trainer(trainer_cfg).fit(model, train, valid)
         self.schema_, self.model_, self.encoder_, self.features_ = schema, model, encoder, builder
         self.train_summary_ = {
-            "rows": len(batch), "positives": int(batch.label.sum()), "users": int(len(np.unique(rows))),
+            "rows": n_rows, "positives": n_positives, "users": int(len(np.unique(rows))),
             "best_epoch": history.best_epoch, "validation_auc": history.valid_auc,
             "train_loss": history.train_loss, "samples_per_second": history.samples_per_second,
         }
@@ -140,7 +152,7 @@ class NeuralRanker(FeatureRanker):
         ranker.schema_ = ModelSchema.from_dict(meta["schema"])
         ranker.features_ = RankingFeatureBuilder.from_arrays(
             config.features, ranker.channel_names_, reader.read_arrays(f"{prefix}features.npz"), meta["builder"])
-        ranker.encoder_ = TensorEncoder.from_arrays(config.encoder, reader.read_arrays(f"{prefix}encoder.npz"),
+        ranker.encoder_ = TensorEncoder.from_arrays(ranker._encoder_config(), reader.read_arrays(f"{prefix}encoder.npz"),
                                                     meta["encoder"])
         model = build_model(config.model, ranker.schema_, config.model_params)
         weights = reader.read_arrays(f"{prefix}weights.npz")
