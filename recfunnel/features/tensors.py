@@ -172,13 +172,15 @@ class TensorEncoder:
             sparse_cols.append(np.where(np.isfinite(x), bucket, 0).astype(np.int64))
         sparse = np.stack(sparse_cols, 1) if sparse_cols else np.zeros((n, 0), np.int64)
 
-        dense_cols = []
-        for name, mean, std in zip(self.dense_names_, self.dense_mean_, self.dense_std_, strict=True):
+        # filled column by column into the float32 result: stacking float64 columns first would hold
+        # three copies of the matrix at once (the columns, the float64 stack, the float32 cast)
+        dense = np.empty((n, len(self.dense_names_) + len(self.missing_names_)), np.float32)
+        for j, (name, mean, std) in enumerate(zip(self.dense_names_, self.dense_mean_, self.dense_std_,
+                                                  strict=True)):
             x = (_squash(np.asarray(features.dense[name], np.float64)) - mean) / std
-            dense_cols.append(np.where(np.isfinite(x), np.clip(x, -10, 10), 0.0))
-        for name in self.missing_names_:
-            dense_cols.append(~np.isfinite(np.asarray(features.dense[name], np.float64)))
-        dense = np.stack(dense_cols, 1).astype(np.float32) if dense_cols else np.zeros((n, 0), np.float32)
+            dense[:, j] = np.where(np.isfinite(x), np.clip(x, -10, 10), 0.0)
+        for j, name in enumerate(self.missing_names_, start=len(self.dense_names_)):
+            dense[:, j] = ~np.isfinite(np.asarray(features.dense[name], np.float64))
 
         bags = {name: torch.as_tensor(_lookup(codes, items)) for name, codes in self.bag_codes_.items()}
         sequences: dict[str, torch.Tensor] = {}

@@ -204,6 +204,7 @@ class Trainer:
             for epoch in range(cfg.epochs):
                 model.train()
                 t_epoch = time.perf_counter()
+                shuffled = None  # drop the last epoch's copy before gathering the next one
                 batches = _batches(len(train), cfg.batch_size, generator, train.group, keep_groups)
                 # one gather per epoch, then every batch is a contiguous slice (a view): per-step
                 # fancy indexing of every input tensor would cost as much as a small model's step

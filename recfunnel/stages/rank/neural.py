@@ -99,6 +99,7 @@ class NeuralRanker(FeatureRanker):
         feats, rows, cols = builder.transform(request, masked)
         encoder = TensorEncoder(self._encoder_config()).fit(data, feats, builder)
         batch = encoder.transform(request, masked, feats, rows, cols)
+        del feats  # encoded: the float features and the full batch are not needed during training
         batch.label = torch.as_tensor(labels[rows, cols].astype(np.float32))
         batch.group = torch.as_tensor(rows.astype(np.int64))
         is_valid_user = rng.random(len(labels)) < cfg.validation_fraction
@@ -108,6 +109,7 @@ class NeuralRanker(FeatureRanker):
         train = batch.select(torch.as_tensor(np.flatnonzero(~vmask)))
         valid = batch.select(torch.as_tensor(np.flatnonzero(vmask))) if vmask.any() else None
         n_rows, n_positives = len(batch), int(batch.label.sum())
+        del batch
         schema = encoder.schema()
         torch.manual_seed(cfg.trainer.seed)
         model = build_model(cfg.model, schema, cfg.model_params)
