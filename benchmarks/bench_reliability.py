@@ -48,6 +48,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_common import ROOT, free_port, pct, start_server, stop_server  # noqa: E402
 
+from recfunnel.testing.swaps import swaps_under_load  # noqa: E402
+
 K = 8
 
 
@@ -102,68 +104,25 @@ def check_kill9(work: Path, rounds: int) -> dict:
 
 # ----------------------------------------------------------------------------- 2. swaps
 def check_swaps(root: Path, swaps: int, clients: int = 4) -> dict:
+    """The logic of ``tests/system/test_model_swap.py`` (shared in recfunnel.testing.swaps), reported."""
     users = users_of(root / "v1")[::5] + ["someone-new"]
     port = free_port()
     # generous budgets, as in the test: on two shared cores a late channel would change an answer
     proc = start_server(root / "v1", port, "--events", "memory://", "--budget-ms", "20000",
                         "--channel-timeout-ms", "10000", "--stage-timeout-ms", "10000")
-    base = f"http://127.0.0.1:{port}"
     try:
-        expected: dict[str, dict[str, list[str]]] = {}
-        with httpx.Client(base_url=base, timeout=30) as admin:
-            for version in ("v2", "v1"):  # each version's answers when served alone
-                assert admin.post("/admin/models/load", json={"version": version}).status_code == 200
-                expected[version] = {}
-                for user in users:
-                    r = admin.post("/recommend", json={"user_id": user, "k": K})
-                    assert r.status_code == 200 and r.json()["model_version"] == version, r.text
-                    expected[version][user] = [i["item_id"] for i in r.json()["items"]]
-            distinguishable = sum(expected["v1"][u] != expected["v2"][u] for u in users)
-            stop = threading.Event()
-            results: list[tuple] = []
-            lock = threading.Lock()
-
-            def load(seed: int) -> None:
-                with httpx.Client(base_url=base, timeout=30) as client:
-                    i = seed
-                    while not stop.is_set():
-                        user = users[i % len(users)]
-                        i += 1
-                        t0 = time.perf_counter()
-                        try:
-                            r = client.post("/recommend", json={"user_id": user, "k": K})
-                            status, out = r.status_code, (r.json() if r.status_code == 200 else r.text)
-                        except httpx.HTTPError as e:
-                            status, out = -1, repr(e)
-                        with lock:
-                            results.append((user, status, out, time.perf_counter() - t0))
-
-            threads = [threading.Thread(target=load, args=(n,)) for n in range(clients)]
-            for t in threads:
-                t.start()
-            swap_s, swap_status = [], Counter()
-            try:
-                for n in range(swaps):
-                    version = "v2" if n % 2 == 0 else "v1"
-                    t0 = time.perf_counter()
-                    r = admin.post("/admin/models/load", json={"version": version})
-                    swap_s.append(time.perf_counter() - t0)
-                    swap_status[r.status_code] += 1
-                    time.sleep(0.1)  # requests run on the new version before the next swap
-            finally:
-                stop.set()
-                for t in threads:
-                    t.join(30)
+        run = swaps_under_load(f"http://127.0.0.1:{port}", users, swaps, clients, K)
     finally:
         stop_server(proc)
-    ok = [(u, o) for u, s, o, _ in results if s == 200]
-    mixed = sum([i["item_id"] for i in o["items"]] != expected[o["model_version"]][u] for u, o in ok)
+    ok = [o for _, s, o, _ in run.results if s == 200]
+    swap_status = Counter(run.swap_statuses)
     return {"swaps": swaps, "swaps_ok": swap_status[200], "swap_statuses": dict(swap_status),
-            "swap_mean_ms": float(np.mean(swap_s) * 1e3), "clients": clients, "requests": len(results),
-            "failed": len(results) - len(ok), "mixed": mixed, "degraded": sum(o["degraded"] for _, o in ok),
-            "per_version": dict(Counter(o["model_version"] for _, o in ok)),
-            "distinguishable_users": f"{distinguishable}/{len(users)}",
-            "p99_ms": pct([r[3] for r in results], 99)}
+            "swap_mean_ms": float(np.mean(run.swap_seconds) * 1e3), "clients": clients,
+            "requests": len(run.results), "failed": len(run.failed), "mixed": len(run.mixed),
+            "degraded": sum(o["degraded"] for o in ok),
+            "per_version": dict(Counter(o["model_version"] for o in ok)),
+            "distinguishable_users": f"{run.distinguishable()}/{len(users)}",
+            "p99_ms": pct([r[3] for r in run.results], 99)}
 
 
 # -------------------------------------------------------------------- 3. faulty channel

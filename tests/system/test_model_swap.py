@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -19,6 +18,7 @@ import pytest
 
 from recfunnel.config import config_from_dict
 from recfunnel.pipeline.offline.fit import fit_funnel
+from recfunnel.testing.swaps import swaps_under_load
 from recfunnel.testing.synthetic import make_planted_data
 
 SWAPS = int(os.environ.get("RECFUNNEL_SWAPS", "20"))
@@ -68,66 +68,18 @@ def server(tmp_path_factory):
         proc.kill()
 
 
-def _answer(client, user):
-    r = client.post("/recommend", json={"user_id": user, "k": K})
-    return r.status_code, (r.json() if r.status_code == 200 else r.text)
-
-
 def test_twenty_swaps_under_load_lose_no_request_and_mix_no_versions(server):
     base, users = server
-    expected: dict[str, dict[str, list[str]]] = {}
-    with httpx.Client(base_url=base, timeout=30) as admin:
-        for version in ("v2", "v1"):  # each version's answers when served alone
-            assert admin.post("/admin/models/load", json={"version": version}).status_code == 200
-            expected[version] = {}
-            for user in users:
-                status, out = _answer(admin, user)
-                assert status == 200 and out["model_version"] == version and not out["degraded"]
-                expected[version][user] = [i["item_id"] for i in out["items"]]
-        differ = sum(expected["v1"][u] != expected["v2"][u] for u in users)
-        assert differ >= len(users) - 1, "the two versions must be distinguishable by their answers"
-
-        stop = threading.Event()
-        results: list[tuple] = []
-        lock = threading.Lock()
-
-        def load(seed: int) -> None:
-            with httpx.Client(base_url=base, timeout=30) as client:
-                i = seed
-                while not stop.is_set():
-                    user = users[i % len(users)]
-                    i += 1
-                    try:
-                        status, out = _answer(client, user)
-                    except httpx.HTTPError as e:
-                        status, out = -1, repr(e)
-                    with lock:
-                        results.append((user, status, out))
-
-        threads = [threading.Thread(target=load, args=(n,)) for n in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        swap_seconds = []
-        try:
-            for n in range(SWAPS):
-                version = "v2" if n % 2 == 0 else "v1"
-                t0 = time.perf_counter()
-                r = admin.post("/admin/models/load", json={"version": version})
-                swap_seconds.append(time.perf_counter() - t0)
-                assert r.status_code == 200 and r.json()["version"] == version, r.text
-                time.sleep(0.1)  # requests run on the new version before the next swap
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(30)
-
-    failed = [(u, s, o) for u, s, o in results if s != 200]
-    assert not failed, failed[:3]
-    mixed = [(u, o["model_version"]) for u, _, o in results
-             if [i["item_id"] for i in o["items"]] != expected[o["model_version"]][u]]
-    assert not mixed, mixed[:3]
-    assert not any(o["degraded"] for _, _, o in results)
-    per_version = Counter(o["model_version"] for _, _, o in results)
+    run = swaps_under_load(base, users, SWAPS, CLIENTS, K)
+    assert run.alone_degraded == 0
+    assert run.distinguishable() >= len(users) - 1, "the two versions must be distinguishable by their answers"
+    assert run.swap_statuses == [200] * SWAPS
+    assert run.swap_versions == ["v2" if n % 2 == 0 else "v1" for n in range(SWAPS)]
+    assert not run.failed, run.failed[:3]
+    assert not run.mixed, run.mixed[:3]
+    assert not any(o["degraded"] for _, _, o, _ in run.results)
+    per_version = Counter(o["model_version"] for _, _, o, _ in run.results)
     assert per_version["v1"] > 0 and per_version["v2"] > 0, per_version
-    print(f"\n{SWAPS} swaps (mean {sum(swap_seconds) / len(swap_seconds) * 1e3:.0f} ms each) under "
-          f"{CLIENTS} concurrent clients: {len(results)} requests, 0 failed, 0 mixed, per version {dict(per_version)}")
+    mean_ms = sum(run.swap_seconds) / len(run.swap_seconds) * 1e3
+    print(f"\n{SWAPS} swaps (mean {mean_ms:.0f} ms each) under {CLIENTS} concurrent clients: "
+          f"{len(run.results)} requests, 0 failed, 0 mixed, per version {dict(per_version)}")
