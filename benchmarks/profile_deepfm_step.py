@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     from recfunnel.stages.rank.models import build_model
     from recfunnel.training.losses import bce_loss
+    from recfunnel.training.optim import FusedAdam
 
     schema, train, _, test = build_ctr_data(args.data)
     torch.manual_seed(0)
     model = build_model("deepfm", schema)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    optimizer = FusedAdam(model.parameters(), lr=1e-3)  # the trainer's optimiser
     train = train.without_sequences().select(torch.randperm(len(train)))
     n_batches = len(train) // args.batch_size
 
@@ -57,7 +58,6 @@ def main(argv: list[str] | None = None) -> dict:
             j %= n_batches
             batch = train.select(slice(j * args.batch_size, (j + 1) * args.batch_size))
             loss = bce_loss(model(batch), batch.label)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 

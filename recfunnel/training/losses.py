@@ -15,9 +15,9 @@ import torch.nn.functional as F
 def bce_loss(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
              group: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy; ``weight`` scales each row (YouTube's watch-time weights, say)."""
-    loss = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
     if weight is None:
-        return loss.mean()
+        return F.binary_cross_entropy_with_logits(logits, label)  # one op and one backward node
+    loss = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
     return (loss * weight).sum() / weight.sum().clamp_min(1e-12)
 
 

@@ -26,6 +26,7 @@ from recfunnel.evaluation.metrics import auc
 from recfunnel.layers.inputs import TensorBatch
 from recfunnel.storage.artifacts import atomic_write_bytes
 from recfunnel.training.losses import LOSSES
+from recfunnel.training.optim import FusedAdam
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,11 @@ class Trainer:
     def __init__(self, config: TrainerConfig | None = None):
         self.config = config or TrainerConfig()
 
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+    def _optimizer(self, model: torch.nn.Module) -> FusedAdam | torch.optim.Optimizer:
         cfg = self.config
         if cfg.optimizer == "adam":
-            # fused: one kernel for all parameters instead of a dozen small ops per tensor
-            return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                    fused=True)
+            # torch's fused Adam kernel without torch.optim.Adam's per-step bookkeeping
+            return FusedAdam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.optimizer == "adagrad":
             return torch.optim.Adagrad(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                        foreach=True)

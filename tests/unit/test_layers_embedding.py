@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from recfunnel.layers import embedding as embedding_module
 from recfunnel.layers.embedding import EmbeddingCollection, LinearTerms
 from recfunnel.layers.inputs import ModelSchema, SequenceField, SparseField, TensorBatch
 from recfunnel.training.trainer import Trainer, TrainerConfig
@@ -28,42 +29,56 @@ def make_batch() -> TensorBatch:
 
 
 def by_hand(collection: EmbeddingCollection, batch: TensorBatch) -> torch.Tensor:
-    """(N, F, width) rows read field by field from the fused table, bags averaged over non-padding ids."""
-    w = collection.table.weight
+    """(N, F, width) rows read field by field, bags averaged over their non-padding ids."""
+    w, bag_w = collection.table.weight, collection.bag_table.weight
     fields = [w[batch.sparse[:, 0]], w[4 + batch.sparse[:, 1]]]  # user rows start at 0, item rows at 4
-    for start, name in ((9, "tags"), (15, "topics")):  # bags after the 4 + 5 sparse rows
+    for start, name in ((0, "tags"), (6, "topics")):  # the bag table: 6 tag rows, then 3 topic rows
         ids = batch.bags[name]
         pooled = []
         for row in ids:
             real = row[row > 0]
-            pooled.append(w[start + real].mean(0) if len(real) else torch.zeros(w.shape[1], dtype=w.dtype))
+            pooled.append(bag_w[start + real].mean(0) if len(real) else torch.zeros(w.shape[1], dtype=w.dtype))
         fields.append(torch.stack(pooled))
     return torch.stack(fields, 1)
 
 
-def test_one_table_holds_every_field_and_bag_at_its_offset():
+@pytest.fixture(params=["dense", "embedding_bag"])
+def bag_pooling(request, monkeypatch):
+    """Run a test with small bags pooled by the dense product and, again, by embedding_bag."""
+    if request.param == "embedding_bag":
+        monkeypatch.setattr(embedding_module, "DENSE_BAG_MAX_VOCAB", 0)
+    return request.param
+
+
+def test_one_table_holds_every_field_and_one_every_bag_at_its_offset():
     collection = EmbeddingCollection(SCHEMA, 3)
-    assert collection.table.weight.shape == (4 + 5 + 6 + 3, 3)
+    assert collection.table.weight.shape == (4 + 5, 3)
+    assert collection.bag_table.weight.shape == (6 + 3, 3)
     assert collection.offsets.tolist() == [0, 4]
-    assert collection.bag_offsets.tolist() == [9, 15]
+    assert collection.bag_offsets.tolist() == [0, 6]
+    assert collection.dense_bags
+    no_bags = ModelSchema(sparse=SCHEMA.sparse, dense=SCHEMA.dense)
+    assert EmbeddingCollection(no_bags, 3).bag_table is None
 
 
-def test_fields_are_the_rows_and_the_bag_means():
+def test_fields_are_the_rows_and_the_bag_means(bag_pooling):
     torch.manual_seed(0)
     collection = EmbeddingCollection(SCHEMA, 3).double()
+    assert collection.dense_bags == (bag_pooling == "dense")
     batch = make_batch()
     torch.testing.assert_close(collection.fields(batch), by_hand(collection, batch))
     # a bag of only padding ids is the zero vector, not a mean over nothing
     assert collection.fields(batch)[1, 2].abs().sum() == 0
 
 
-def test_first_order_weights_share_the_gather_and_start_at_zero():
+def test_first_order_weights_share_the_lookup_and_start_at_zero(bag_pooling):
     torch.manual_seed(0)
     collection = EmbeddingCollection(SCHEMA, 3, first_order=True).double()
-    assert collection.table.weight.shape[1] == 4
-    assert collection.table.weight[:, 3].abs().sum() == 0
-    with torch.no_grad():
-        collection.table.weight[:, 3].normal_()
+    for table in (collection.table, collection.bag_table):
+        assert table.weight.shape[1] == 4
+        assert table.weight[:, 3].abs().sum() == 0
+        with torch.no_grad():
+            table.weight[:, 3].normal_()
     batch = make_batch()
     emb, first = collection.fields_and_first_order(batch)
     rows = by_hand(collection, batch)
@@ -73,21 +88,27 @@ def test_first_order_weights_share_the_gather_and_start_at_zero():
         EmbeddingCollection(SCHEMA, 3).fields_and_first_order(batch)
 
 
-def test_gradients_equal_those_of_the_field_by_field_lookup():
+def test_gradients_equal_those_of_the_field_by_field_lookup(bag_pooling):
     torch.manual_seed(0)
     collection = EmbeddingCollection(SCHEMA, 3, first_order=True).double()
     batch = make_batch()
     probe = torch.randn(3, 4, 3, dtype=torch.float64)
+    weights = (collection.table.weight, collection.bag_table.weight)
     emb, first = collection.fields_and_first_order(batch)
     ((emb * probe).sum() + (first * torch.arange(3.0, dtype=torch.float64)).sum()).backward()
-    fused = collection.table.weight.grad.clone()
-    collection.table.weight.grad = None
+    fused = [w.grad.clone() for w in weights]
+    for w in weights:
+        w.grad = None
     rows = by_hand(collection, batch)
     ((rows[..., :3] * probe).sum() + (rows[..., 3].sum(1) * torch.arange(3.0, dtype=torch.float64)).sum()).backward()
-    torch.testing.assert_close(fused, collection.table.weight.grad)
-    untouched = torch.ones(18, dtype=torch.bool)
-    untouched[[2, 1, 3, 4 + 3, 4 + 4, 4 + 0, 9 + 2, 9 + 5, 9 + 4, 15 + 1, 15 + 2]] = False
-    assert fused[untouched].abs().sum() == 0
+    for got, w in zip(fused, weights, strict=True):
+        torch.testing.assert_close(got, w.grad)
+    untouched = torch.ones(9, dtype=torch.bool)
+    untouched[[2, 1, 3, 4 + 3, 4 + 4, 4 + 0]] = False
+    assert fused[0][untouched].abs().sum() == 0
+    bag_untouched = torch.ones(9, dtype=torch.bool)
+    bag_untouched[[2, 5, 4, 6 + 1, 6 + 2]] = False  # padding rows 0 and 6 + 0 get no gradient either
+    assert fused[1][bag_untouched].abs().sum() == 0
 
 
 def test_sequences_read_the_target_fields_rows_and_zero_their_padding():
@@ -105,6 +126,7 @@ def test_linear_terms_sum_id_weights_bag_means_dense_map_and_bias():
     linear = LinearTerms(SCHEMA).double()
     with torch.no_grad():
         linear.ids.table.weight.normal_()
+        linear.ids.bag_table.weight.normal_()
         linear.dense.weight.fill_(2.0)
         linear.bias.fill_(0.25)
     batch = make_batch()

@@ -43,6 +43,21 @@ def test_fm_term_equals_the_explicit_pairwise_sum(emb):
     torch.testing.assert_close(BiInteraction()(emb), bi)
 
 
+@pytest.mark.parametrize("layer", [FactorizationMachine(), BiInteraction()], ids=["fm", "bi-interaction"])
+def test_fm_gradient_matches_the_explicit_pairwise_sum(emb, layer):
+    # the hand-written backward against autograd of the O(F^2) definition, and gradcheck
+    emb = emb.clone().requires_grad_()
+    explicit_emb = emb.detach().clone().requires_grad_()
+    upstream = torch.randn(layer(emb).shape, dtype=emb.dtype)
+    explicit = sum(explicit_emb[:, i] * explicit_emb[:, j] for i, j in pairs(4))
+    if layer.reduce_sum:
+        explicit = explicit.sum(-1)
+    (layer(emb) * upstream).sum().backward()
+    (explicit * upstream).sum().backward()
+    torch.testing.assert_close(emb.grad, explicit_emb.grad)
+    assert torch.autograd.gradcheck(layer, (emb.detach().clone().requires_grad_(),))
+
+
 def test_cross_layer_v1_on_a_tiny_example():
     net = CrossNetwork(2, 1)
     with torch.no_grad():

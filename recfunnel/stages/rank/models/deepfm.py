@@ -23,10 +23,11 @@ class DeepFM(CTRModel):
         self.embeddings = EmbeddingCollection(schema, d, first_order=True)
         self.linear = LinearTerms(schema, ids=False)
         self.fm = FactorizationMachine()
-        self.deep = MLP(schema.n_fields * d + len(schema.dense), config.hidden, 1,
+        # the embeddings and the dense columns as two input blocks: no concatenation, and no
+        # gradient computed for the dense columns
+        self.deep = MLP((schema.n_fields * d, len(schema.dense)), config.hidden, 1,
                         dropout=config.dropout, batch_norm=config.batch_norm)
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
         emb, linear = self.fields_and_linear(batch)
-        deep_in = torch.cat([emb.flatten(1), batch.dense], 1)
-        return linear + self.fm(emb) + self.deep(deep_in).squeeze(-1)
+        return linear + self.fm(emb) + self.deep((emb.flatten(1), batch.dense)).squeeze(-1)

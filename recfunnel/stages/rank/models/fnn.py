@@ -38,10 +38,13 @@ class FNN(CTRModel):
         """
         if fm.schema != self.schema or fm.config.embed_dim != self.config.embed_dim:
             raise ValueError("FNN can only be initialised from an FM with the same schema and embed_dim")
-        # FM's shared table holds (v_i, w_i) per id; FNN's holds (w_i, v_i), same rows
-        fm_table, d = fm.embeddings.table.weight, fm.config.embed_dim
-        self.embeddings.table.weight[:, :1].copy_(fm_table[:, d:])
-        self.embeddings.table.weight[:, 1:].copy_(fm_table[:, :d])
+        # FM's tables hold (v_i, w_i) per id; FNN's hold (w_i, v_i), same rows
+        d = fm.config.embed_dim
+        for name in ("table", "bag_table"):
+            fm_table, table = getattr(fm.embeddings, name), getattr(self.embeddings, name)
+            if table is not None:
+                table.weight[:, :1].copy_(fm_table.weight[:, d:])
+                table.weight[:, 1:].copy_(fm_table.weight[:, :d])
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
         emb = self.embeddings.fields(batch)
