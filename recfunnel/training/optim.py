@@ -1,4 +1,4 @@
-"""Optimisers of the neural rankers' trainer.
+"""Optimisers and weight averaging of the neural rankers' trainer.
 
 :class:`FusedAdam` is Adam whose whole update is one call of the fused kernel
 that ``torch.optim.Adam(fused=True)`` runs, without that class's per-step
@@ -12,6 +12,7 @@ parameter's step counter is a view into one tensor, so counting a step is one op
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import torch
@@ -88,4 +89,46 @@ class FusedAdam:
                            maximize=False)
 
 
-__all__ = ["FusedAdam"]
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), updated in one op per step.
+
+    ``module`` is a copy of the model whose floating-point parameters and buffers
+    follow ``e <- d e + (1 - d) p`` with ``d = min(decay, t / (t + 1))`` at the
+    t-th update (t from 0): the first update copies the weights and the early ones
+    average uniformly, so the random start fades out. Integer buffers (BatchNorm's
+    counters) are copied. The same rule as ``torch.optim.swa_utils.AveragedModel``
+    with an EMA ``multi_avg_fn``, without its per-step regrouping of the tensors:
+    here the tensor lists are built once and each update is one ``_foreach_lerp_``.
+
+    Args:
+        model: the model being trained (its tensors are read at every :meth:`update`).
+        decay: the decay per update, in [0, 1).
+
+    Raises:
+        ValueError: on a decay outside [0, 1).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.updates = 0
+        self.module = copy.deepcopy(model)
+        pairs = list(zip(self.module.parameters(), model.parameters(), strict=True))
+        pairs += list(zip(self.module.buffers(), model.buffers(), strict=True))
+        self._averaged = [a.detach() for a, m in pairs if a.is_floating_point()]
+        self._current = [m.detach() for a, m in pairs if a.is_floating_point()]
+        self._copied = [(a, m) for a, m in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the model's current weights into the average."""
+        d = min(self.decay, self.updates / (self.updates + 1.0))
+        if self._averaged:
+            torch._foreach_lerp_(self._averaged, self._current, 1.0 - d)
+        for a, m in self._copied:
+            a.copy_(m)
+        self.updates += 1
+
+
+__all__ = ["FusedAdam", "WeightAverage"]

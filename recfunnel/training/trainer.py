@@ -19,14 +19,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from recfunnel.evaluation.metrics import auc
 from recfunnel.layers.inputs import TensorBatch
 from recfunnel.storage.artifacts import atomic_write_bytes
 from recfunnel.training.losses import LOSSES
-from recfunnel.training.optim import FusedAdam
+from recfunnel.training.optim import FusedAdam, WeightAverage
 
 
 @dataclass(frozen=True)
@@ -194,8 +193,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             generator = torch.Generator().manual_seed(cfg.seed)
             optimizer = self._optimizer(model)
-            averaged = AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True) \
-                if cfg.ema_decay > 0 else None
+            averaged = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
             evaluated = averaged.module if averaged is not None else model
             best_auc, best_state, bad_epochs = -np.inf, None, 0
             seen, t0 = 0, time.perf_counter()
@@ -226,7 +224,7 @@ class Trainer:
                     loss.backward()
                     optimizer.step()
                     if averaged is not None:
-                        averaged.update_parameters(model)
+                        averaged.update()
                     total += float(loss.detach()) * len(batch)
                     count += len(batch)
                 seen += count
@@ -258,21 +256,6 @@ class Trainer:
             history.samples_per_second = seen / max(history.train_seconds, 1e-9)
         model.eval()
         return history
-
-
-def _ema_update(decay: float):
-    """``multi_avg_fn`` for :class:`AveragedModel`: e <- d e + (1 - d) p, d = min(decay, t / (t + 1))."""
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        t = int(n_averaged)
-        d = min(decay, t / (t + 1.0))
-        for e, p in zip(averaged, current, strict=True):
-            if e.is_floating_point():
-                e.lerp_(p, 1.0 - d)
-            else:  # counters such as BatchNorm's num_batches_tracked
-                e.copy_(p)
-
-    return update
 
 
 def _embedding_penalty(model: torch.nn.Module, batch: TensorBatch) -> torch.Tensor:

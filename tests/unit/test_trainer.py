@@ -76,17 +76,24 @@ def test_list_wise_training_learns_and_needs_groups():
 
 
 def test_weight_averaging_follows_the_uniform_then_exponential_rule():
-    from recfunnel.training.trainer import _ema_update
+    from recfunnel.training.optim import WeightAverage
 
-    update = _ema_update(0.75)
-    avg, count = [torch.tensor([0.0]), torch.tensor([5])], [torch.tensor([0.0]), torch.tensor([7])]
+    model = torch.nn.BatchNorm1d(1)  # a float parameter and an integer buffer (num_batches_tracked)
+    average = WeightAverage(model, 0.75)
     seen = [4.0, 8.0, 12.0, 0.0]
-    for t, value in enumerate(seen, start=1):
-        count[0].fill_(value)
-        update(avg, count, torch.tensor(t))
-    # t=1: d=1/2 -> 2; t=2: d=2/3 -> 4; t=3: d=3/4 -> 6; t=4: d=min(0.75, 4/5) -> 4.5
-    assert float(avg[0]) == pytest.approx(4.5)
-    assert int(avg[1]) == 7  # integer buffers are copied, not averaged
+    with torch.no_grad():
+        model.weight.fill_(100.0)
+        model.num_batches_tracked.fill_(7)
+    for value in seen:
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update()
+    # t=0: copy -> 4; t=1: d=1/2 -> 6; t=2: d=2/3 -> 8; t=3: d=min(0.75, 3/4) -> 6
+    assert float(average.module.weight.detach()) == pytest.approx(6.0)
+    assert float(model.weight.detach()) == 0.0  # the trained model is read, never written
+    assert int(average.module.num_batches_tracked) == 7  # integer buffers are copied, not averaged
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, 1.0)
 
 
 def test_averaged_weights_are_the_ones_validated_kept_and_returned(tmp_path):
