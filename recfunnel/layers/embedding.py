@@ -75,7 +75,13 @@ class EmbeddingCollection(nn.Module):
         return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
 
     def bags(self, batch: TensorBatch) -> torch.Tensor:
-        """(N, B, width) every bag's mean row over its non-padding ids (0 for an empty bag)."""
+        """(N, B, width) every bag's mean row over its non-padding ids (0 for an empty bag).
+
+        Raises:
+            ValueError: when the schema has no bags.
+        """
+        if self.bag_table is None:
+            raise ValueError("this schema has no bags (multi-valued fields) to pool")
         weight = self.bag_table.weight
         mean_weights = []
         for f in self.schema.bags:

@@ -12,9 +12,9 @@ from torch import nn
 class BlockLinear(nn.Module):
     """A linear layer over the concatenation of several input blocks, without building the concatenation.
 
-    ``y = b + sum_k x_k W_k^T`` is ``Linear(cat(x_1, ..., x_K))`` with the weight cut
-    by columns, initialised as ``nn.Linear`` would initialise the whole (uniform in
-    +-1/sqrt(total width)). Skipping the concatenation saves a copy forward and
+    ``y = b + sum_k x_k W_k`` is ``Linear(cat(x_1, ..., x_K))`` with the weight cut
+    into one slice per block, initialised as ``nn.Linear`` would initialise the
+    whole (uniform in +-1/sqrt(total width)). Skipping the concatenation saves a copy forward and
     backward, and autograd then computes no input gradient for blocks that need
     none: dense feature columns are a fifth of DeepFM's first-layer input, so its
     largest backward matmul shrinks by as much.

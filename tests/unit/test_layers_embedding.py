@@ -59,6 +59,8 @@ def test_one_table_holds_every_field_and_one_every_bag_at_its_offset():
     assert collection.dense_bags
     no_bags = ModelSchema(sparse=SCHEMA.sparse, dense=SCHEMA.dense)
     assert EmbeddingCollection(no_bags, 3).bag_table is None
+    with pytest.raises(ValueError, match="no bags"):
+        EmbeddingCollection(no_bags, 3).bags(make_batch())
 
 
 def test_fields_are_the_rows_and_the_bag_means(bag_pooling):
