@@ -1,3 +1,5 @@
+import pytest
+
 from recfunnel.testing.ctr import CTRModelConformance, baseline_auc
 
 
@@ -9,3 +11,20 @@ def test_lr_cannot_learn_the_planted_interactions():
 
 class TestDeepFM(CTRModelConformance):
     model_name = "deepfm"
+
+
+class TestDeepFMWithEmbeddingBagPooling(TestDeepFM):
+    """The same conformance with bags pooled by ``embedding_bag``, the path for large bag vocabularies."""
+
+    @pytest.fixture(autouse=True)
+    def _large_bag_path(self, monkeypatch):
+        from recfunnel.layers import embedding
+
+        monkeypatch.setattr(embedding, "DENSE_BAG_MAX_VOCAB", 0)
+
+    def test_the_embedding_bag_path_is_the_one_taken(self):
+        from recfunnel.stages.rank.models import build_model
+        from recfunnel.testing.ctr import make_planted_ctr
+
+        schema, _ = make_planted_ctr(self.task, n=64)
+        assert schema.bags and not build_model(self.model_name, schema, self.params).embeddings.dense_bags
