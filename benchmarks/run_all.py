@@ -17,6 +17,8 @@ OUT = ROOT / "bench-out"
 
 BENCHMARKS = [
     ("ML-100K top-K: default funnel vs implicit", ["benchmarks/bench_ml100k.py", "--out", "bench-out/ml100k.json"]),
+    ("Taobao (first 84k events) top-K: the funnel's defaults on sparse data",
+     ["benchmarks/bench_taobao.py", "--out", "bench-out/taobao.json"]),
     ("Simulator at 1M items / 10M exposures", ["benchmarks/bench_simulator.py", "--no-progress"]),
     ("Retrieval on ML-100K: every channel, the merged set, ItemCF against implicit",
      ["benchmarks/bench_retrieval.py", "--out", "bench-out/retrieval.json"]),

@@ -47,6 +47,11 @@ class TrainerConfig:
             decay per step, and validate, keep and return the averaged weights instead of the raw
             ones (0 = off; 0.999 averages over roughly the last thousand steps). Early steps
             average uniformly (decay min(ema_decay, t / (t + 1))) so the random start fades out.
+        min_steps_per_epoch: make every epoch at least this many steps by passing over the
+            training rows several times (reshuffled each time) when one pass is shorter (0 = one
+            pass per epoch). Validation, patience and the averaging's span then mean about the same
+            on a few thousand rows as on millions: with 12 steps per pass, one epoch of patience
+            stopped training before the model had learned anything.
         seed: seed of initialisation and shuffling.
         threads: torch intra-op threads during training (0 = leave torch's setting).
         eval_batch_size: rows per forward pass at evaluation and inference.
@@ -64,6 +69,7 @@ class TrainerConfig:
     patience: int = 1
     restore_best: bool = True
     ema_decay: float = 0.0
+    min_steps_per_epoch: int = 0
     seed: int = 0
     threads: int = 0
     eval_batch_size: int = 8192
@@ -177,6 +183,8 @@ class Trainer:
             raise ValueError(f"unknown loss {cfg.loss!r}; use one of {sorted(LOSSES)}")
         if not 0.0 <= cfg.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        if cfg.min_steps_per_epoch < 0:
+            raise ValueError(f"min_steps_per_epoch must be >= 0, got {cfg.min_steps_per_epoch}")
         loss_fn = LOSSES[cfg.loss]
         keep_groups = cfg.loss != "bce"
         if keep_groups and train.group is None:
@@ -204,6 +212,10 @@ class Trainer:
                 t_epoch = time.perf_counter()
                 shuffled = None  # drop the last epoch's copy before gathering the next one
                 batches = _batches(len(train), cfg.batch_size, generator, train.group, keep_groups)
+                if 0 < len(batches) < cfg.min_steps_per_epoch:
+                    passes = -(-cfg.min_steps_per_epoch // len(batches))
+                    for _ in range(passes - 1):
+                        batches += _batches(len(train), cfg.batch_size, generator, train.group, keep_groups)
                 # one gather per epoch, then every batch is a contiguous slice (a view): per-step
                 # fancy indexing of every input tensor would cost as much as a small model's step
                 shuffled = train.select(torch.cat(batches))

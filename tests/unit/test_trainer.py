@@ -113,3 +113,32 @@ def test_averaged_weights_are_the_ones_validated_kept_and_returned(tmp_path):
 def test_weight_averaging_rejects_a_decay_outside_zero_one():
     with pytest.raises(ValueError, match="ema_decay"):
         _fit(TrainerConfig(epochs=1, ema_decay=1.0))
+
+
+def test_short_epochs_pass_over_the_rows_until_min_steps_per_epoch():
+    schema, batch = make_planted_ctr("cross", n=2000)
+    train, valid = split(batch)
+    steps_per_pass = -(-len(train) // 512)
+
+    def steps_taken(min_steps: int) -> int:
+        torch.manual_seed(0)
+        model = build_model("deepfm", schema, {"embed_dim": 8, "hidden": (32,)})
+        seen = []
+        model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])) if m.training else None)
+        Trainer(TrainerConfig(epochs=2, batch_size=512, threads=1, patience=2,
+                              min_steps_per_epoch=min_steps)).fit(model, train, valid)
+        assert sum(seen) % len(train) == 0  # whole passes: every row as often as every other
+        return len(seen)
+
+    assert steps_taken(0) == 2 * steps_per_pass
+    passes = -(-10 // steps_per_pass)
+    assert steps_taken(10) == 2 * passes * steps_per_pass
+    assert steps_taken(1) == 2 * steps_per_pass  # one pass already has enough steps
+    with pytest.raises(ValueError, match="min_steps_per_epoch"):
+        _fit(TrainerConfig(epochs=1, min_steps_per_epoch=-1))
+
+
+def test_the_neural_ranker_default_trains_at_least_100_steps_per_epoch():
+    from recfunnel.stages.rank.neural import NeuralRankerConfig
+
+    assert NeuralRankerConfig().trainer.min_steps_per_epoch == 100

@@ -38,7 +38,8 @@ class NeuralRankerConfig:
         model: a name of :data:`recfunnel.stages.rank.models.MODELS` (``deepfm``, ``din``, ...).
         model_params: options of that model's config (``embed_dim``, ``hidden``, ...).
         trainer: the training loop's options (a ``trainer`` given in a config replaces this
-            default whole: 4 epochs of 1,024 rows with weight averaging, ``ema_decay`` 0.99).
+            default whole: 4 epochs of batches of 1,024 rows, each epoch at least 100 steps,
+            with weight averaging, ``ema_decay`` 0.99).
         encoder: which extra inputs (ids, categories, behaviour sequence) the model reads.
         features: the statistics features.
         negatives_per_user: candidates kept per user besides the positives.
@@ -50,8 +51,11 @@ class NeuralRankerConfig:
 
     model: str = "deepfm"
     model_params: dict[str, Any] = field(default_factory=dict)
-    # weight averaging over ~100 steps: +0.003 NDCG@10 for DeepFM in the ML-100K funnel (BENCHMARKS.md)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=4, batch_size=1024, ema_decay=0.99))
+    # weight averaging over ~100 steps: +0.003 NDCG@10 for DeepFM in the ML-100K funnel (BENCHMARKS.md);
+    # at least 100 steps per epoch: on 12k training rows (the first 84k events of Taobao) one pass is
+    # 12 steps, and early stopping kept a model worse than chance (BENCHMARKS.md)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        epochs=4, batch_size=1024, ema_decay=0.99, min_steps_per_epoch=100))
     encoder: TensorEncoderConfig = field(default_factory=TensorEncoderConfig)
     features: RankingFeatureConfig = field(default_factory=RankingFeatureConfig)
     negatives_per_user: int = 150
