@@ -37,7 +37,8 @@ class TrainerConfig:
         batch_size: rows per step (for pair-wise and list-wise losses, whole groups are kept together).
         learning_rate: step size.
         optimizer: ``adam`` or ``adagrad``.
-        weight_decay: L2 on the dense (non-embedding) parameters.
+        weight_decay: L2 penalty added to every parameter's gradient (Adam's coupled decay, embedding
+            tables included; ``embedding_l2`` is the sparse-friendly alternative for those).
         embedding_l2: L2 on the embedding rows used in a batch (sparse-friendly regularisation).
         loss: ``bce`` (point-wise, honours sample weights), ``bpr`` / ``hinge`` (pair-wise
             within a group) or ``softmax`` (list-wise over a group).
