@@ -11,6 +11,7 @@ whole catalogue, each user's training items excluded, metrics from
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -29,7 +30,8 @@ OTHER_RANKERS = {
     "LightGBM": {"kind": "lightgbm"},
     "DIEN": {"kind": "neural", "params": {"model": "dien"}},
     "DeepFM without weight averaging": {"kind": "neural", "params": {
-        "model": "deepfm", "trainer": {"epochs": 4, "batch_size": 1024, "ema_decay": 0.0}}},
+        "model": "deepfm", "trainer": {"epochs": 4, "batch_size": 1024, "ema_decay": 0.0,
+                                       "min_steps_per_epoch": 100}}},
     "OPNN (embedding 32)": {"kind": "neural", "params": {"model": "opnn", "model_params": {"embed_dim": 32}}},
 }
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "fit_s", "recommend_s"]
@@ -47,18 +49,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ml100k.json")
+    parser.add_argument("--ranker-seeds", default="",
+                        help="comma-separated seeds: also fit the default funnel with each ranker seed "
+                             "(TrainerConfig.seed: initialisation and shuffling), one row each")
     parser.add_argument("--rankers", default=",".join(OTHER_RANKERS),
                         help=f"other rankers to fit the same funnel with, among {', '.join(OTHER_RANKERS)}")
     args = parser.parse_args(argv)
+    seeds = [int(x) for x in args.ranker_seeds.split(",") if x.strip()]
+    unknown = [r.strip() for r in args.rankers.split(",") if r.strip() and r.strip() not in OTHER_RANKERS]
+    if unknown:
+        parser.error(f"unknown ranker(s) {unknown}; choose among {', '.join(OTHER_RANKERS)}")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) with threaded BLAS
 
-    from recfunnel.config import default_config
+    from recfunnel.config import DEFAULT_CONFIG, config_from_dict, default_config
     from recfunnel.data.dataset import build_training_data
     from recfunnel.data.loaders import load_interactions, load_items, load_users
     from recfunnel.data.splits import split_user_ratio
     from recfunnel.evaluation import evaluate_topk, format_table
     from recfunnel.pipeline.offline.evaluate import evaluate_funnel
     from recfunnel.pipeline.offline.fit import fit_funnel
+    from recfunnel.stages.rank.neural import NeuralRankerConfig
 
     inter_path = args.data / "ml-100k.inter"
     if not inter_path.exists():
@@ -81,6 +91,19 @@ def main(argv: list[str] | None = None) -> dict:
     funnel_report = res["funnel"]
     relevant_counts = res["counts"]
 
+    # ---- the default funnel with other ranker seeds: how much one run's NDCG moves ----
+    for seed in seeds:
+        ranker = DEFAULT_CONFIG["ranker"]
+        trainer = {**dataclasses.asdict(NeuralRankerConfig().trainer), "seed": seed}
+        stage = {**ranker, "params": {**ranker["params"], "trainer": trainer}}
+        t0 = time.perf_counter()
+        f_seed = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": stage}), progress=False)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res_seed = evaluate_funnel(f_seed, test, KS)
+        results[f"recfunnel default funnel, ranker seed {seed}"] = {
+            **res_seed["metrics"], "fit_s": fit_s, "recommend_s": time.perf_counter() - t0}
+
     # ---- the same fitted funnel without its MMR re-ranker: what diversity costs ----
     reranker, funnel.reranker = funnel.reranker, None
     t0 = time.perf_counter()
@@ -89,7 +112,6 @@ def main(argv: list[str] | None = None) -> dict:
                                                       "recommend_s": time.perf_counter() - t0}
     funnel.reranker = reranker
 
-    from recfunnel.config import DEFAULT_CONFIG, config_from_dict
 
     # ---- the same funnel with other rankers: which ranker the default should use ----
     for label in [r.strip() for r in args.rankers.split(",") if r.strip()]:

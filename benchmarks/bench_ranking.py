@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", default=json.dumps(VARIANTS),
                         help="JSON {row label: [model, params]}: extra rows with non-default model options")
     parser.add_argument("--no-deepctr", action="store_true", help="skip the DeepCTR-Torch comparison")
+    parser.add_argument("--parity-seed", type=int, default=0,
+                        help="seed of both DeepFMs in the DeepCTR-Torch comparison")
     parser.add_argument("--parity-repeats", type=int, default=3,
                         help="interleaved runs of each DeepFM in the DeepCTR-Torch comparison (medians reported)")
     parser.add_argument("--history", choices=("clicks", "all"), default="clicks",
@@ -245,12 +247,13 @@ def main(argv: list[str] | None = None) -> dict:
         # same batch size, epochs, threads, embedding width and hidden layers, no early stopping
         epochs = 2
         fixed = TrainerConfig(epochs=epochs, batch_size=args.batch_size, learning_rate=1e-3, patience=epochs,
-                              restore_best=False, seed=0, threads=args.threads)
+                              restore_best=False, seed=args.parity_seed, threads=args.threads)
         # interleaved repeats, medians: a shared machine's load moves both libraries alike
         runs: dict[str, list[dict[str, float]]] = {"recfunnel": [], "deepctr": []}
         for _ in range(args.parity_repeats):
             runs["recfunnel"].append(run_recfunnel("deepfm", schema, train, valid, test, fixed))
-            runs["deepctr"].append(run_deepctr_deepfm(schema, train, test, epochs, args.batch_size, 16, 0))
+            runs["deepctr"].append(run_deepctr_deepfm(schema, train, test, epochs, args.batch_size, 16,
+                                                      args.parity_seed))
         for key, label in (("recfunnel", "recfunnel DeepFM (fixed epochs)"),
                            ("deepctr", "DeepCTR-Torch DeepFM (fixed epochs)")):
             parity[label] = {**runs[key][0], **{c: float(np.median([r[c] for r in runs[key]]))

@@ -20,6 +20,7 @@ the 100 it keeps; a ranker that orders at random keeps a third).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     from recfunnel.evaluation import format_table
     from recfunnel.pipeline.offline.evaluate import evaluate_funnel
     from recfunnel.pipeline.offline.fit import fit_funnel
+    from recfunnel.stages.rank.neural import NeuralRankerConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         interactions = _load(log_path, Path(tmp))
@@ -87,8 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
         seeded = ranker == "default" or (isinstance(ranker, dict) and ranker.get("kind") == "neural")
         for seed in (seeds if seeded else seeds[:1]):  # LightGBM and retrieval order are deterministic
             if ranker == "default":
-                stage = {"kind": "neural", "params": {"model": "deepfm", "trainer": {
-                    **DEEPFM, "min_steps_per_epoch": 100, "seed": seed}}}
+                # the neural ranker's own default trainer, with only the seed changed
+                trainer = {**dataclasses.asdict(NeuralRankerConfig().trainer), "seed": seed}
+                stage = {**DEFAULT_CONFIG["ranker"], "params": {**DEFAULT_CONFIG["ranker"]["params"],
+                                                                  "trainer": trainer}}
                 config = config_from_dict({**DEFAULT_CONFIG, "ranker": stage})
             elif ranker is None:
                 config = config_from_dict({**DEFAULT_CONFIG, "ranker": None, "reranker": None})

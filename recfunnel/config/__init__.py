@@ -211,9 +211,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         {"kind": "bpr", "quota": 200, "params": {"num_threads": 1}},
         {"kind": "popular", "quota": 100},
     ],
-    # DeepFM with weight averaging (the neural ranker's default trainer) ties the best ranker inside
-    # the funnel on ML-100K (BENCHMARKS.md: NDCG@10 0.2579 against 0.2577 for OPNN with 32-wide
-    # embeddings, 0.2483 for LightGBM, same retrieval) and fits several times faster than OPNN
+    # DeepFM (with the neural ranker's default trainer) inside the ML-100K funnel: NDCG@10 0.2526
+    # (seed spread about +-0.005), OPNN with 32-wide embeddings 0.2567, LightGBM 0.2483, DIEN 0.2617
+    # (BENCHMARKS.md, same retrieval); DIEN is better but fits in 100 s against DeepFM's 7 s, and a
+    # default must stay fast on catalogues many times larger
     "ranker": {"kind": "neural", "params": {"model": "deepfm"}},
     "reranker": {"kind": "mmr"},
     "retrieval_k": 300,
