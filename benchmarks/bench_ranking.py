@@ -11,7 +11,8 @@ model, LightGBM and DeepCTR-Torch read the same encoded columns.
 
 The zoo trains with Adam, early stopping on validation AUC and an exponential
 moving average of the weights (``--ema-decay``, 0.999 per step); the DeepCTR-Torch
-comparison trains both DeepFMs plainly (no averaging, no early stopping).
+comparison trains both DeepFMs plainly (no averaging, no early stopping), recfunnel's
+twice: in float32, and with ``TrainerConfig(precision="bf16")``.
 
     python benchmarks/bench_ranking.py [--models deepfm,din] [--epochs 5] [--threads 1]
 """
@@ -19,6 +20,7 @@ comparison trains both DeepFMs plainly (no averaging, no early stopping).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -243,28 +245,34 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: {results[name]} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 
     parity = {}
+    ratios = {}
     if not args.no_deepctr:
-        # same batch size, epochs, threads, embedding width and hidden layers, no early stopping
+        # same batch size, epochs, threads, embedding width and hidden layers, no early stopping;
+        # recfunnel twice: float32 (the default) and TrainerConfig(precision="bf16")
         epochs = 2
         fixed = TrainerConfig(epochs=epochs, batch_size=args.batch_size, learning_rate=1e-3, patience=epochs,
                               restore_best=False, seed=args.parity_seed, threads=args.threads)
+        labels = {"recfunnel": "recfunnel DeepFM (fixed epochs)",
+                  "recfunnel_bf16": "recfunnel DeepFM, bf16 autocast (fixed epochs)",
+                  "deepctr": "DeepCTR-Torch DeepFM (fixed epochs)"}
         # interleaved repeats, medians: a shared machine's load moves both libraries alike
-        runs: dict[str, list[dict[str, float]]] = {"recfunnel": [], "deepctr": []}
+        runs: dict[str, list[dict[str, float]]] = {key: [] for key in labels}
         for _ in range(args.parity_repeats):
             runs["recfunnel"].append(run_recfunnel("deepfm", schema, train, valid, test, fixed))
+            runs["recfunnel_bf16"].append(run_recfunnel("deepfm", schema, train, valid, test,
+                                                        dataclasses.replace(fixed, precision="bf16")))
             runs["deepctr"].append(run_deepctr_deepfm(schema, train, test, epochs, args.batch_size, 16,
                                                       args.parity_seed))
-        for key, label in (("recfunnel", "recfunnel DeepFM (fixed epochs)"),
-                           ("deepctr", "DeepCTR-Torch DeepFM (fixed epochs)")):
+        for key, label in labels.items():
             parity[label] = {**runs[key][0], **{c: float(np.median([r[c] for r in runs[key]]))
                                                for c in ("train_samples_s", "infer_samples_s")}}
             parity[label]["train_samples_s_runs"] = [r["train_samples_s"] for r in runs[key]]
-        ratio = parity["recfunnel DeepFM (fixed epochs)"]["train_samples_s"] / \
-            parity["DeepCTR-Torch DeepFM (fixed epochs)"]["train_samples_s"]
         for k, v in parity.items():
             print(f"{k}: {v}", file=sys.stderr)
-        print(f"training throughput recfunnel / DeepCTR-Torch: {ratio:.2f}x "
-              f"(medians of {args.parity_repeats} interleaved runs)", file=sys.stderr)
+        for key in ("recfunnel", "recfunnel_bf16"):
+            ratios[key] = parity[labels[key]]["train_samples_s"] / parity[labels["deepctr"]]["train_samples_s"]
+            print(f"training throughput {labels[key]} / DeepCTR-Torch: {ratios[key]:.2f}x "
+                  f"(medians of {args.parity_repeats} interleaved runs)", file=sys.stderr)
         results.update(parity)
     table = format_rows(results)
     print(table)
@@ -276,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
     }
     if parity:
-        out["deepfm_train_throughput_ratio"] = ratio
+        out["deepfm_train_throughput_ratio"] = ratios["recfunnel"]
+        out["deepfm_bf16_train_throughput_ratio"] = ratios["recfunnel_bf16"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float))
     return out

@@ -111,15 +111,40 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
-    """Instantiate config dataclass ``cls`` from plain ``params``, validating names and types."""
+def _dataclass_default(f: dataclasses.Field) -> Any:
+    """The field's default when it is a config dataclass instance (else None)."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        value = f.default
+    else:
+        return None
+    return value if dataclasses.is_dataclass(value) and not isinstance(value, type) else None
+
+
+def build_dataclass(cls: type, params: dict[str, Any], where: str, base: Any = None) -> Any:
+    """Instantiate config dataclass ``cls`` from plain ``params``, validating names and types.
+
+    A nested table overrides its field's default key by key: ``{"trainer": {"epochs": 8}}``
+    keeps every other option of the ranker's default trainer (weight averaging, the
+    minimum steps per epoch), not those of a bare ``TrainerConfig()``. ``base``, when
+    given, is the instance whose values the unnamed keys keep.
+    """
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in params.items()}
+        raise ConfigError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(fields)}")
+    kwargs = {}
+    for k, v in params.items():
+        default = getattr(base, k) if base is not None else _dataclass_default(fields[k])
+        if isinstance(v, dict) and isinstance(hints[k], type) and isinstance(default, hints[k]):
+            kwargs[k] = build_dataclass(type(default), v, f"{where}.{k}", base=default)
+        else:
+            kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
     try:
+        if base is not None:
+            return dataclasses.replace(base, **kwargs)
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None

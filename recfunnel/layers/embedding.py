@@ -8,6 +8,11 @@ non-padding ids: with a small bag vocabulary as one product of the batch's
 ``embedding_bag``. Behaviour sequences read the rows of the sparse field they
 point at. Dense columns can be turned into fields too (one learned vector per
 column, scaled by the value), which is what AutoInt and FiBiNET do.
+
+On CPU with float32 tables, the field lookup (with bag means, first-order sums
+and optionally the FM term) runs as one fused autograd node
+(:mod:`recfunnel.layers.fused_lookup`); the ATen ops below are the reference it
+is tested against, and the path on other devices and dtypes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recfunnel.layers.fused_lookup import FusedFieldLookup, LookupPlan, can_fuse, warm_up
 from recfunnel.layers.inputs import ModelSchema, TensorBatch
+from recfunnel.layers.interaction import FactorizationMachine
 
 #: bags whose vocabularies add up to at most this many ids are pooled with one dense matrix
 #: product (a batch x vocabulary weight matrix times the table); larger ones with embedding_bag
@@ -44,18 +51,24 @@ class EmbeddingCollection(nn.Module):
         dim: embedding width ``d``.
         init_std: standard deviation of the normal initialisation.
         first_order: add a first-order weight per id (initialised to 0).
+        fused: serve field lookups with :class:`~recfunnel.layers.fused_lookup.FusedFieldLookup`
+            where it applies (float32 tables on CPU); False keeps the ATen path everywhere.
     """
 
-    def __init__(self, schema: ModelSchema, dim: int, init_std: float = 1e-2, first_order: bool = False):
+    def __init__(self, schema: ModelSchema, dim: int, init_std: float = 1e-2, first_order: bool = False,
+                 fused: bool = True):
         super().__init__()
         self.schema = schema
         self.dim = dim
         self.first_order = first_order
+        self.fused = fused
         width = dim + int(first_order)
         sizes = torch.tensor([0] + [f.vocab_size for f in schema.sparse], dtype=torch.long).cumsum(0)
         bag_sizes = torch.tensor([0] + [f.vocab_size for f in schema.bags], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", sizes[:-1].clone(), persistent=False)
         self.register_buffer("bag_offsets", bag_sizes[:-1].clone(), persistent=False)
+        self.register_buffer("vocab", sizes.diff(), persistent=False)
+        self.register_buffer("bag_vocab", bag_sizes.diff(), persistent=False)
         self.table = nn.Embedding(max(int(sizes[-1]), 1), width)
         self.bag_table = nn.Embedding(int(bag_sizes[-1]), width) if schema.bags else None
         self.dense_bags = int(bag_sizes[-1]) <= DENSE_BAG_MAX_VOCAB
@@ -67,6 +80,9 @@ class EmbeddingCollection(nn.Module):
                 if first_order:
                     table.weight[:, dim].zero_()
         self._seq_offset = {s.name: schema.sparse_position(s.target) for s in schema.sequences}
+        self._plan: LookupPlan | None = None  # NumPy views of the buffers above, for the fused kernel
+        if fused and can_fuse(self.table.weight):
+            warm_up()
 
     def _gather(self, ids: torch.Tensor) -> torch.Tensor:
         # index_select's backward (one index_add_) is about twice as fast on CPU as
@@ -93,7 +109,8 @@ class EmbeddingCollection(nn.Module):
             pooling = torch.zeros(len(batch), len(self.schema.bags), weight.shape[0], dtype=weight.dtype)
             for j, f in enumerate(self.schema.bags):
                 pooling[:, j].scatter_add_(1, batch.bags[f.name] + self.bag_offsets[j], mean_weights[j])
-            return torch.matmul(pooling, weight)
+            with torch.autocast("cpu", enabled=False):  # embeddings stay float32 under mixed precision
+                return torch.matmul(pooling, weight)
         return torch.stack([F.embedding_bag(batch.bags[f.name] + self.bag_offsets[j], weight, mode="sum",
                                             per_sample_weights=mean_weights[j])
                             for j, f in enumerate(self.schema.bags)], 1)
@@ -101,6 +118,45 @@ class EmbeddingCollection(nn.Module):
     def lookup(self, batch: TensorBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, F, d) sparse then bag fields (bags: mean over the non-padding ids, 0 when empty) and
         (N,) the sum of their first-order weights (None without ``first_order``)."""
+        if self.fused and can_fuse(self.table.weight):
+            emb, first = self._fused_lookup(batch, with_fm=False)
+            return emb, first if self.first_order else None
+        return self._aten_lookup(batch)
+
+    def fields_and_fm(self, batch: TensorBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, F, d) field embeddings and (N,) their FM part: first-order sum plus pairwise interactions.
+
+        The second output is ``sum_f w_f + sum_{f<g} <v_f, v_g>`` over the sparse and bag
+        fields, FM's logit without its bias and dense terms; on CPU both come from one
+        fused pass (no separate FM layer forward or backward).
+
+        Raises:
+            ValueError: when the collection was built without ``first_order``.
+        """
+        if not self.first_order:
+            raise ValueError("this EmbeddingCollection has no first-order weights (first_order=False)")
+        if self.fused and can_fuse(self.table.weight):
+            return self._fused_lookup(batch, with_fm=True)
+        emb, first = self._aten_lookup(batch)
+        return emb, first + _fm_term(emb)
+
+    def _fused_lookup(self, batch: TensorBatch, with_fm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        plan = self._plan
+        if plan is None or plan.key != tuple(t.data_ptr() for t in (self.offsets, self.vocab, self.bag_offsets,
+                                                                     self.bag_vocab)):
+            plan = self._plan = LookupPlan(self.offsets, self.vocab, self.bag_offsets, self.bag_vocab, self.dim)
+        bags = [batch.bags[f.name] for f in self.schema.bags]
+        if self.bag_table is not None:
+            bag_table = self.bag_table.weight
+            bag_ids = bags[0] if len(bags) == 1 else torch.cat(bags, 1)
+        else:
+            bag_table = self.table.weight.new_empty(0, self.table.weight.shape[1])
+            bag_ids = batch.sparse.new_empty(len(batch), 0)
+        return FusedFieldLookup.apply(
+            self.table.weight, bag_table, batch.sparse.long().contiguous(), bag_ids.long().contiguous(),
+            plan, plan.bag_starts(tuple(b.shape[1] for b in bags)), with_fm)
+
+    def _aten_lookup(self, batch: TensorBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows = self._gather(batch.sparse + self.offsets)
         if self.schema.bags:
             rows = torch.cat([rows, self.bags(batch)], 1)
@@ -147,6 +203,11 @@ class EmbeddingCollection(nn.Module):
         return torch.cat(seqs, -1), torch.cat(tgts, -1)
 
 
+def _fm_term(emb: torch.Tensor) -> torch.Tensor:
+    """(N,) sum_{f<g} <v_f, v_g> of (N, F, d) field embeddings."""
+    return FactorizationMachine()(emb)
+
+
 class DenseEmbedding(nn.Module):
     """(N, D) dense values -> (N, D, d): one learned vector per column, scaled by its value."""
 
@@ -175,11 +236,12 @@ class LinearTerms(nn.Module):
 
     def forward(self, batch: TensorBatch) -> torch.Tensor:
         """(N,) sum of first-order terms plus the bias."""
-        out = self.bias.expand(len(batch))
+        if self.dense is not None:  # bias + dense @ w as one op (and one backward node)
+            out = torch.addmv(self.bias.expand(len(batch)), batch.dense, self.dense.weight[0])
+        else:
+            out = self.bias.expand(len(batch))
         if self.ids is not None:
             out = out + self.ids.fields_and_first_order(batch)[1]
-        if self.dense is not None:
-            out = out + self.dense(batch.dense).squeeze(-1)
         return out
 
 

@@ -50,7 +50,12 @@ class BlockLinear(nn.Module):
                 continue
             # the first product takes the bias; the others add into its result in place (addmm's
             # backward never reads its output), which saves an (N, output_dim) copy per block
-            out = torch.addmm(self.bias, x, w) if out is None else out.addmm_(x, w)
+            if out is None:
+                out = torch.addmm(self.bias, x, w)
+            elif torch.is_autocast_enabled("cpu"):  # autocast has no in-place addmm_
+                out = torch.addmm(out, x, w)
+            else:
+                out = out.addmm_(x, w)
         if out is None:  # every block empty: the bias alone, as a fresh tensor
             out = self.bias.expand(len(blocks[0]), -1).contiguous()
         return out
@@ -88,6 +93,7 @@ class MLP(nn.Module):
         if output_dim is not None:
             layers.append(nn.Linear(width, output_dim) if blocks is None or layers else BlockLinear(blocks, output_dim))
             width = output_dim
+        self.has_output_layer = output_dim is not None
         if blocks is not None and not layers:
             raise ValueError("an MLP over input blocks needs at least one layer")
         self.net = nn.Sequential(*layers)
@@ -99,13 +105,22 @@ class MLP(nn.Module):
         if self.input_blocks is not None:
             if isinstance(x, torch.Tensor):
                 raise TypeError("this MLP was built over input blocks: pass the blocks, not one tensor")
-            out = self.net[0](x)
-            return self.net[1:](out)
+            return self._run(self.net[0](x), 1)
         if x.dim() == 2:
-            return self.net(x)
+            return self._run(x, 0)
         # (..., input_dim) inputs: flatten the leading dims (BatchNorm1d wants 2-d)
         shape = x.shape[:-1]
-        return self.net(x.reshape(-1, x.shape[-1])).reshape(*shape, self.output_dim)
+        return self._run(x.reshape(-1, x.shape[-1]), 0).reshape(*shape, self.output_dim)
+
+    def _run(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """The layers from ``start`` on; under CPU autocast a final output layer runs in float32."""
+        if not self.has_output_layer or not torch.is_autocast_enabled("cpu") or start == len(self.net):
+            return self.net[start:](x)
+        x = self.net[start:-1](x)
+        # the logit layer: a narrow product that bfloat16 only slows down, and whose rounding
+        # would quantise the scores
+        with torch.autocast("cpu", enabled=False):
+            return self.net[-1](x.float())
 
 
 class Dice(nn.Module):

@@ -17,6 +17,7 @@ Mix :class:`CTRModelConformance` into a test class and set ``model_name``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, ClassVar
 
@@ -149,6 +150,21 @@ class CTRModelConformance:
 
         restored = load_state(build_model(self.model_name, model.schema, self.params), tmp_path / "model.pt")
         np.testing.assert_array_equal(predict_logits(restored, test), scores)
+
+    def test_trains_under_bfloat16_autocast(self):
+        # TrainerConfig(precision="bf16") must run every model: finite losses, float32 weights and scores
+        from recfunnel.stages.rank.models import build_model
+
+        schema, batch = make_planted_ctr(self.task, n=512)
+        train, test = split(batch)
+        torch.manual_seed(0)
+        model = build_model(self.model_name, schema, self.params)
+        config = dataclasses.replace(self.trainer, epochs=1, batch_size=128, precision="bf16")
+        history = Trainer(config).fit(model, train, test)
+        assert np.isfinite(history.train_loss).all()
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        scores = predict_logits(model, test)
+        assert scores.dtype == np.float32 and np.isfinite(scores).all()
 
     def test_batch_of_one_matches_batch(self):
         from recfunnel.stages.rank.models import build_model

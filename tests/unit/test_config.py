@@ -40,3 +40,20 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config(tmp_path / "bad.json")
+
+
+def test_a_nested_table_overrides_its_defaults_key_by_key():
+    # the neural ranker's default trainer averages weights and makes every epoch 100 steps or more;
+    # a config naming two trainer keys must keep those, not fall back to a bare TrainerConfig()
+    raw = {"channels": [{"kind": "popular"}],
+           "ranker": {"kind": "neural", "params": {"trainer": {"epochs": 8, "precision": "bf16"}}}}
+    trainer = config_from_dict(raw).ranker.config.trainer
+    default = config_from_dict({"channels": [{"kind": "popular"}],
+                                "ranker": {"kind": "neural"}}).ranker.config.trainer
+    assert (trainer.epochs, trainer.precision) == (8, "bf16")
+    assert trainer.ema_decay == default.ema_decay == 0.99
+    assert trainer.min_steps_per_epoch == default.min_steps_per_epoch == 100
+    with pytest.raises(ConfigError, match="precision"):
+        config_from_dict({**raw, "ranker": {"kind": "neural", "params": {"trainer": {"precision": "fp16"}}}})
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        config_from_dict({**raw, "ranker": {"kind": "neural", "params": {"trainer": {"epoch": 8}}}})

@@ -5,6 +5,7 @@ import torch
 
 from recfunnel.layers import embedding as embedding_module
 from recfunnel.layers.embedding import EmbeddingCollection, LinearTerms
+from recfunnel.layers.fused_lookup import can_fuse
 from recfunnel.layers.inputs import ModelSchema, SequenceField, SparseField, TensorBatch
 from recfunnel.training.trainer import Trainer, TrainerConfig
 
@@ -180,3 +181,84 @@ def test_select_takes_positions_masks_and_slices(index):
     torch.testing.assert_close(picked.bags["tags"], batch.bags["tags"][rows])
     torch.testing.assert_close(picked.sequences["hist_item"], batch.sequences["hist_item"][rows])
     torch.testing.assert_close(picked.label, batch.label[rows])
+
+
+def _twins(schema: ModelSchema, first_order: bool) -> tuple[EmbeddingCollection, EmbeddingCollection]:
+    """The same float32 collection twice: fused kernel, and ATen ops only."""
+    torch.manual_seed(0)
+    fused = EmbeddingCollection(schema, 5, first_order=first_order)
+    with torch.no_grad():
+        for table in (fused.table, fused.bag_table):
+            if table is not None:
+                table.weight.normal_()  # first-order column too: it starts at 0
+    reference = EmbeddingCollection(schema, 5, first_order=first_order, fused=False)
+    reference.load_state_dict(fused.state_dict())
+    return fused, reference
+
+
+def _grads(collection: EmbeddingCollection, outputs: tuple[torch.Tensor, ...], probes) -> list[torch.Tensor]:
+    loss = sum((o * p).sum() for o, p in zip(outputs, probes, strict=True) if o is not None)
+    loss.backward()
+    tables = [t for t in (collection.table, collection.bag_table) if t is not None]
+    return [t.weight.grad for t in tables]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("bags", [True, False])
+def test_the_fused_lookup_matches_the_aten_lookup_in_values_and_gradients(first_order, bags):
+    schema = SCHEMA if bags else ModelSchema(sparse=SCHEMA.sparse, dense=SCHEMA.dense)
+    fused, reference = _twins(schema, first_order)
+    assert fused.fused and can_fuse(fused.table.weight)
+    batch = make_batch()
+    got, want = fused.lookup(batch), reference.lookup(batch)
+    torch.testing.assert_close(got[0], want[0])
+    if first_order:
+        torch.testing.assert_close(got[1], want[1])
+    else:
+        assert got[1] is None and want[1] is None
+    probes = (torch.randn_like(want[0]), torch.randn(3))
+    for g, w in zip(_grads(fused, got, probes), _grads(reference, want, probes), strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_the_fused_fm_part_is_first_order_plus_pairwise_interactions_with_their_gradients():
+    fused, reference = _twins(SCHEMA, True)
+    batch = make_batch()
+    emb, fm = fused.fields_and_fm(batch)
+    ref_emb, ref_first = reference.fields_and_first_order(batch)
+    pairwise = sum((ref_emb[:, i] * ref_emb[:, j]).sum(-1) for i in range(4) for j in range(i + 1, 4))
+    torch.testing.assert_close(emb, ref_emb)
+    torch.testing.assert_close(fm, ref_first + pairwise)
+    ref_emb2, ref_fm = reference.fields_and_fm(batch)  # the ATen path of the same method
+    torch.testing.assert_close(ref_fm, fm)
+    probes = (torch.randn_like(emb), torch.randn(3))
+    for g, w in zip(_grads(fused, (emb, fm), probes), _grads(reference, (ref_emb2, ref_fm), probes), strict=True):
+        torch.testing.assert_close(g, w)
+    # one output unused: autograd hands the kernel no gradient for it
+    for collection in (fused, reference):
+        collection.zero_grad(set_to_none=True)
+    fused.fields_and_fm(batch)[1].sum().backward()
+    reference.fields_and_fm(batch)[1].sum().backward()
+    torch.testing.assert_close(fused.table.weight.grad, reference.table.weight.grad)
+    with pytest.raises(ValueError, match="first-order"):
+        EmbeddingCollection(SCHEMA, 3).fields_and_fm(batch)
+
+
+@pytest.mark.parametrize("where", ["sparse", "sparse_negative", "bag"])
+def test_the_fused_lookup_rejects_ids_outside_their_fields_vocabulary(where):
+    fused, _ = _twins(SCHEMA, True)
+    batch = make_batch()
+    if where == "sparse":
+        batch.sparse[1, 0] = 4  # user vocabulary is 4: row 4 would be the item field's first row
+    elif where == "sparse_negative":
+        batch.sparse[2, 1] = -1
+    else:
+        batch.bags["topics"][0, 1] = 3
+    with pytest.raises(IndexError, match="row"):
+        fused.lookup(batch)
+
+
+def test_other_dtypes_take_the_aten_path():
+    collection = EmbeddingCollection(SCHEMA, 3).double()
+    assert not can_fuse(collection.table.weight)
+    assert collection.fields(make_batch()).dtype == torch.float64

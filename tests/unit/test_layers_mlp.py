@@ -73,3 +73,23 @@ def test_in_place_relu_keeps_gradients_right():
     mlp = MLP(4, (6, 5), 1, batch_norm=True).double()
     x = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: mlp(t), (x,))
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_under_cpu_autocast_hidden_layers_run_in_bfloat16_and_the_output_layer_in_float32(blocks):
+    torch.manual_seed(0)
+    mlp = MLP((6, 3) if blocks else 9, (16, 8), 1)
+    x = torch.randn(32, 9, requires_grad=True)
+    inputs = (x[:, :6], x[:, 6:]) if blocks else x
+    reference = mlp(inputs)
+    seen = []
+    hook = mlp.net[2].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(inputs)
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the second hidden layer's product
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference, atol=0.05, rtol=0.05)  # bfloat16 rounding only
+    out.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mlp.parameters())

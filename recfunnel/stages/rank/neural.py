@@ -37,8 +37,8 @@ class NeuralRankerConfig:
     Attributes:
         model: a name of :data:`recfunnel.stages.rank.models.MODELS` (``deepfm``, ``din``, ...).
         model_params: options of that model's config (``embed_dim``, ``hidden``, ...).
-        trainer: the training loop's options (a ``trainer`` given in a config replaces this
-            default whole: 4 epochs of batches of 1,024 rows, each epoch at least 100 steps,
+        trainer: the training loop's options (keys given in a config override this default
+            one by one: 4 epochs of batches of 1,024 rows, each epoch at least 100 steps,
             with weight averaging, ``ema_decay`` 0.99).
         encoder: which extra inputs (ids, categories, behaviour sequence) the model reads.
         features: the statistics features.

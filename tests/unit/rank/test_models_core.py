@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from recfunnel.testing.ctr import CTRModelConformance, baseline_auc
+from recfunnel.testing.ctr import CONFORMANCE_TRAINER, CTRModelConformance, baseline_auc
 
 
 def test_lr_cannot_learn_the_planted_interactions():
@@ -13,14 +15,22 @@ class TestDeepFM(CTRModelConformance):
     model_name = "deepfm"
 
 
+class TestDeepFMInBfloat16(TestDeepFM):
+    """The whole conformance with the training forward pass under bfloat16 autocast."""
+
+    trainer = dataclasses.replace(CONFORMANCE_TRAINER, precision="bf16")
+
+
 class TestDeepFMWithEmbeddingBagPooling(TestDeepFM):
-    """The same conformance with bags pooled by ``embedding_bag``, the path for large bag vocabularies."""
+    """The same conformance on the ATen lookup (off CPU, or not float32), with bags pooled by
+    ``embedding_bag``, the path for large bag vocabularies."""
 
     @pytest.fixture(autouse=True)
     def _large_bag_path(self, monkeypatch):
         from recfunnel.layers import embedding
 
         monkeypatch.setattr(embedding, "DENSE_BAG_MAX_VOCAB", 0)
+        monkeypatch.setattr(embedding, "can_fuse", lambda table: False)  # the ATen path, not the fused kernel
 
     def test_the_embedding_bag_path_is_the_one_taken(self):
         from recfunnel.stages.rank.models import build_model
