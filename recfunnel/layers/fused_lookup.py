@@ -8,8 +8,10 @@ scatter-add of the table gradient). :class:`FusedFieldLookup` does the same
 arithmetic in one serial pass per direction (numba kernels in
 :mod:`recfunnel.layers._lookup_kernels`): on ML-100K's DeepFM at batch 256 that
 is about 0.1 ms per step instead of 0.4. It is the role FBGEMM's table-batched
-embeddings play in torchrec, for the CPU and for small batches; FBGEMM's own CPU
-kernels support neither Adam nor these pooled means (see BENCHMARKS.md).
+embeddings play in torchrec, for the CPU and for small batches: FBGEMM's own CPU
+kernels (``fbgemm-gpu-cpu`` 1.8.0, the newest that loads with torch 2.13) have no
+Adam, and their SGD lookup and update took longer than the ATen path here
+(BENCHMARKS.md).
 
 :func:`can_fuse` says when it applies (float32 tables on CPU, numba importable);
 :class:`recfunnel.layers.embedding.EmbeddingCollection` falls back to its ATen
