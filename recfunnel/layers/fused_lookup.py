@@ -106,20 +106,20 @@ class FusedFieldLookup(torch.autograd.Function):
         n_bags, dim = len(bag_starts) - 1, plan.dim
         emb = torch.empty(n, s + n_bags, dim)
         first = torch.empty(n)
-        total = torch.empty(n, dim if with_fm else 0)
-        inv = torch.empty(n, n_bags)
+        # the backward pass's inputs that are neither inputs nor outputs: NumPy arrays on ctx
+        total = np.empty((n, dim if with_fm else 0), np.float32)
+        inv = np.empty((n, n_bags), np.float32)
         status = _kernels().lookup_forward(
             ids.numpy(), plan.offsets, plan.vocab, table.detach().numpy(), bag_ids.numpy(), bag_starts,
             plan.bag_offsets, plan.bag_vocab, bag_table.detach().numpy(), dim, with_fm, emb.numpy(),
-            first.numpy(), total.numpy(), inv.numpy())
+            first.numpy(), total, inv)
         if status:
             row = status - 1
             raise IndexError(f"row {row} has an id outside its field's vocabulary: sparse ids "
                              f"{ids[row].tolist()} (vocabularies {plan.vocab.tolist()}), bag ids "
                              f"{bag_ids[row].tolist()} (vocabularies {plan.bag_vocab.tolist()})")
         ctx.save_for_backward(ids, bag_ids, emb)
-        # intermediates, not inputs or outputs: plain attributes, no version bookkeeping
-        ctx.total, ctx.inv = total.numpy(), inv.numpy()
+        ctx.total, ctx.inv = total, inv
         ctx.plan, ctx.bag_starts, ctx.with_fm = plan, bag_starts, with_fm
         ctx.shapes = (table.shape, bag_table.shape)
         return emb, first
