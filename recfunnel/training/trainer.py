@@ -60,8 +60,8 @@ class TrainerConfig:
             optimiser state, the loss, the embedding lookup, the last (logit) layer and every
             evaluation and inference pass stay float32. It pays on CPUs with native bfloat16
             dot products (AVX512-BF16 or AMX: AMD Zen 4 and Intel Sapphire Rapids onwards),
-            where DeepFM's step on ML-100K is about an eighth shorter (BENCHMARKS.md); elsewhere
-            oneDNN emulates it and it is slower.
+            where DeepFM's step on ML-100K is about a tenth shorter (BENCHMARKS.md); elsewhere
+            the products are converted or emulated and usually slower (not measured here).
         seed: seed of initialisation and shuffling.
         threads: torch intra-op threads during training (0 = leave torch's setting).
         eval_batch_size: rows per forward pass at evaluation and inference.
