@@ -21,6 +21,7 @@ path otherwise, and the tests hold the two paths to the same values and gradient
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -28,10 +29,17 @@ import torch
 
 @functools.cache
 def _kernels():
-    """The compiled kernels, or None when numba cannot be imported (the ATen path is used then)."""
+    """The compiled kernels, or None when they cannot be loaded (the ATen path is used then).
+
+    numba is a dependency, so this fails only on a broken install, or when numba finds
+    no writable place for its cache (read-only package directory and home): training
+    then runs on the ATen path, with a warning that says why.
+    """
     try:
         from recfunnel.layers import _lookup_kernels
-    except ImportError:  # pragma: no cover - numba is a dependency; a broken install falls back
+    except Exception as e:  # noqa: BLE001 - any failure to load means: use the ATen path
+        warnings.warn(f"recfunnel's fused embedding kernels are unavailable ({type(e).__name__}: {e}); "
+                      "using the slower ATen lookup", RuntimeWarning, stacklevel=2)
         return None
     return _lookup_kernels
 

@@ -1,5 +1,7 @@
 """Hand-computed cases for the fused embedding collection and the first-order terms."""
 
+import sys
+
 import pytest
 import torch
 
@@ -262,3 +264,41 @@ def test_other_dtypes_take_the_aten_path():
     collection = EmbeddingCollection(SCHEMA, 3).double()
     assert not can_fuse(collection.table.weight)
     assert collection.fields(make_batch()).dtype == torch.float64
+
+
+def test_without_the_kernels_every_lookup_takes_the_aten_path(monkeypatch):
+    from recfunnel.layers import fused_lookup
+
+    fused, reference = _twins(SCHEMA, True)
+    monkeypatch.setattr(fused_lookup, "_kernels", lambda: None)
+    assert not fused_lookup.can_fuse(fused.table.weight)
+    batch = make_batch()
+    emb, fm = fused.fields_and_fm(batch)
+    assert "FusedFieldLookup" not in type(emb.grad_fn).__name__
+    ref_emb, ref_fm = reference.fields_and_fm(batch)
+    torch.testing.assert_close(emb, ref_emb)
+    torch.testing.assert_close(fm, ref_fm)
+
+
+def test_a_kernel_module_that_fails_to_load_falls_back_with_a_warning(monkeypatch):
+    import builtins
+
+    from recfunnel.layers import fused_lookup
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if args and args[2] and "_lookup_kernels" in args[2]:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    monkeypatch.delitem(sys.modules, "recfunnel.layers._lookup_kernels", raising=False)
+    fused_lookup._kernels.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no locator"):
+            assert fused_lookup._kernels() is None
+    finally:
+        monkeypatch.undo()
+        fused_lookup._kernels.cache_clear()
+    assert fused_lookup._kernels() is not None
