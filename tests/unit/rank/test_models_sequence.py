@@ -50,6 +50,12 @@ class TestBST(CTRModelConformance):
     params = MODELS["bst"]
 
 
+class TestBSTFlattened(TestBST):
+    """The paper's pooling: the transformer outputs concatenated."""
+
+    params = {**MODELS["bst"], "pooling": "flatten"}
+
+
 class TestDSIN(CTRModelConformance):
     model_name = "dsin"
     task = "sequence"
