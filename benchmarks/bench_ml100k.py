@@ -29,9 +29,10 @@ KS = (10, 20, 50)
 OTHER_RANKERS = {
     "LightGBM": {"kind": "lightgbm"},
     "DIEN": {"kind": "neural", "params": {"model": "dien"}},
+    # trainer keys override the ranker's default trainer one by one
     "DeepFM without weight averaging": {"kind": "neural", "params": {
-        "model": "deepfm", "trainer": {"epochs": 4, "batch_size": 1024, "ema_decay": 0.0,
-                                       "min_steps_per_epoch": 100}}},
+        "model": "deepfm", "trainer": {"ema_decay": 0.0}}},
+    "DeepFM in bf16": {"kind": "neural", "params": {"model": "deepfm", "trainer": {"precision": "bf16"}}},
     "OPNN (embedding 32)": {"kind": "neural", "params": {"model": "opnn", "model_params": {"embed_dim": 32}}},
 }
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "fit_s", "recommend_s"]
