@@ -4,6 +4,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recfunnel.layers import embedding as embedding_module
 from recfunnel.layers.embedding import EmbeddingCollection, LinearTerms
@@ -302,3 +304,47 @@ def test_a_kernel_module_that_fails_to_load_falls_back_with_a_warning(monkeypatc
         monkeypatch.undo()
         fused_lookup._kernels.cache_clear()
     assert fused_lookup._kernels() is not None
+
+
+@st.composite
+def _lookup_cases(draw):
+    """A random schema (1-4 fields, 0-3 bags of random widths) and a batch of valid ids, padding included."""
+    vocabs = draw(st.lists(st.integers(2, 9), min_size=1, max_size=4))
+    bag_vocabs = draw(st.lists(st.integers(2, 7), max_size=3))
+    n = draw(st.integers(0, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    widths = draw(st.lists(st.integers(0, 4), min_size=len(bag_vocabs), max_size=len(bag_vocabs)))
+    return vocabs, bag_vocabs, widths, n, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=_lookup_cases(), first_order=st.booleans(), with_fm=st.booleans())
+def test_the_fused_lookup_matches_the_aten_lookup_on_random_schemas(case, first_order, with_fm):
+    vocabs, bag_vocabs, widths, n, seed = case
+    schema = ModelSchema(sparse=tuple(SparseField(f"s{i}", v) for i, v in enumerate(vocabs)),
+                         bags=tuple(SparseField(f"b{j}", v) for j, v in enumerate(bag_vocabs)))
+    gen = torch.Generator().manual_seed(seed)
+    batch = TensorBatch(
+        sparse=torch.stack([torch.randint(0, v, (n,), generator=gen) for v in vocabs], 1),
+        dense=torch.zeros(n, 0),
+        bags={f"b{j}": torch.randint(0, v, (n, w), generator=gen)  # id 0 = padding, often drawn
+              for j, (v, w) in enumerate(zip(bag_vocabs, widths, strict=True))})
+    torch.manual_seed(seed)
+    fused = EmbeddingCollection(schema, 3, first_order=first_order)
+    with torch.no_grad():
+        for table in (fused.table, fused.bag_table):
+            if table is not None:
+                table.weight.normal_(generator=gen)
+    reference = EmbeddingCollection(schema, 3, first_order=first_order, fused=False)
+    reference.load_state_dict(fused.state_dict())
+    if with_fm and first_order:
+        got, want = fused.fields_and_fm(batch), reference.fields_and_fm(batch)
+    else:
+        got, want = fused.lookup(batch), reference.lookup(batch)
+    assert "FusedFieldLookup" in type(got[0].grad_fn).__name__
+    torch.testing.assert_close(got[0], want[0])
+    if want[1] is not None:
+        torch.testing.assert_close(got[1], want[1])
+    probes = (torch.randn(want[0].shape, generator=gen), torch.randn(n, generator=gen))
+    for g, w in zip(_grads(fused, got, probes), _grads(reference, want, probes), strict=True):
+        torch.testing.assert_close(g, w)
