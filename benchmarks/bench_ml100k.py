@@ -33,6 +33,7 @@ OTHER_RANKERS = {
     "DeepFM without weight averaging": {"kind": "neural", "params": {
         "model": "deepfm", "trainer": {"ema_decay": 0.0}}},
     "DeepFM in bf16": {"kind": "neural", "params": {"model": "deepfm", "trainer": {"precision": "bf16"}}},
+    "DeepFM with point-wise BCE loss": {"kind": "neural", "params": {"model": "deepfm", "trainer": {"loss": "bce"}}},
     "OPNN (embedding 32)": {"kind": "neural", "params": {"model": "opnn", "model_params": {"embed_dim": 32}}},
 }
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "fit_s", "recommend_s"]

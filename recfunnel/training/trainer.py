@@ -124,9 +124,11 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, group: torch.T
     group_rank = torch.randperm(len(uniq), generator=generator)[inv]
     order = torch.argsort(group_rank * n + torch.arange(n), stable=True)
     sorted_rank = group_rank[order]
-    # cut where a new group starts at or after each multiple of batch_size
+    # cut where a new group starts at or after each multiple of batch_size; a multiple past the
+    # last group's start is no cut (that group runs to the end)
     starts = torch.nonzero(torch.diff(sorted_rank, prepend=sorted_rank[:1] - 1)).ravel()
-    cuts = starts[torch.searchsorted(starts, torch.arange(batch_size, n, batch_size))].unique()
+    positions = torch.searchsorted(starts, torch.arange(batch_size, n, batch_size))
+    cuts = starts[positions[positions < len(starts)]].unique()
     bounds = torch.cat([torch.tensor([0]), cuts, torch.tensor([n])]).unique()
     return [order[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True) if b > a]
 

@@ -53,14 +53,22 @@ def test_early_stopping_stops_when_validation_auc_stops_improving():
     assert len(history.train_loss) < 10
 
 
-def test_grouped_batches_never_split_a_group():
-    group = torch.as_tensor(np.repeat(np.arange(50), np.random.default_rng(0).integers(1, 9, 50)))
-    batches = _batches(len(group), 32, torch.Generator().manual_seed(0), group, keep_groups=True)
-    assert sorted(torch.cat(batches).tolist()) == list(range(len(group)))
-    owner = {}
-    for j, idx in enumerate(batches):
-        for g in group[idx].unique().tolist():
-            assert owner.setdefault(g, j) == j
+@pytest.mark.parametrize("sizes, batch_size, seed", [
+    (np.random.default_rng(0).integers(1, 9, 50), 32, 0),
+    # the last group in shuffled order spans a multiple of the batch size: there is no group start
+    # after it to cut at (this raised an IndexError in the default funnel's list-wise training)
+    (np.array([40, 45, 50]), 32, 0),
+    (np.array([3, 70]), 32, 1),
+])
+def test_grouped_batches_never_split_a_group(sizes, batch_size, seed):
+    group = torch.as_tensor(np.repeat(np.arange(len(sizes)), sizes))
+    for s in range(seed, seed + 5):  # several shuffles, so a long group lands last
+        batches = _batches(len(group), batch_size, torch.Generator().manual_seed(s), group, keep_groups=True)
+        assert sorted(torch.cat(batches).tolist()) == list(range(len(group)))
+        owner = {}
+        for j, idx in enumerate(batches):
+            for g in group[idx].unique().tolist():
+                assert owner.setdefault(g, j) == j
 
 
 def test_list_wise_training_learns_and_needs_groups():
