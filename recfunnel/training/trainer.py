@@ -42,7 +42,8 @@ class TrainerConfig:
             tables included; ``embedding_l2`` is the sparse-friendly alternative for those).
         embedding_l2: L2 on the embedding rows used in a batch (sparse-friendly regularisation).
         loss: ``bce`` (point-wise, honours sample weights), ``bpr`` / ``hinge`` (pair-wise
-            within a group) or ``softmax`` (list-wise over a group).
+            within a group) or ``softmax`` (list-wise over a group); the group losses ignore
+            sample weights (``softmax`` weights each positive by its label).
         patience: epochs without a better validation AUC before stopping.
         restore_best: end with the weights of the best validation epoch (else the last epoch's).
         ema_decay: keep an exponential moving average of the weights (Polyak averaging) with this
