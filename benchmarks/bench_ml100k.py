@@ -29,11 +29,15 @@ KS = (10, 20, 50)
 OTHER_RANKERS = {
     "LightGBM": {"kind": "lightgbm"},
     "DIEN": {"kind": "neural", "params": {"model": "dien"}},
+    "DIN": {"kind": "neural", "params": {"model": "din"}},
+    "FM": {"kind": "neural", "params": {"model": "fm"}},
     # trainer keys override the ranker's default trainer one by one
     "DeepFM without weight averaging": {"kind": "neural", "params": {
         "model": "deepfm", "trainer": {"ema_decay": 0.0}}},
     "DeepFM in bf16": {"kind": "neural", "params": {"model": "deepfm", "trainer": {"precision": "bf16"}}},
     "DeepFM with point-wise BCE loss": {"kind": "neural", "params": {"model": "deepfm", "trainer": {"loss": "bce"}}},
+    "DeepFM stopped on pooled AUC": {"kind": "neural", "params": {
+        "model": "deepfm", "trainer": {"validation_metric": "auc"}}},
     "OPNN (embedding 32)": {"kind": "neural", "params": {"model": "opnn", "model_params": {"embed_dim": 32}}},
 }
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "fit_s", "recommend_s"]
@@ -52,15 +56,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ml100k.json")
     parser.add_argument("--ranker-seeds", default="",
-                        help="comma-separated seeds: also fit the default funnel with each ranker seed "
-                             "(TrainerConfig.seed: initialisation and shuffling), one row each")
+                        help="comma-separated seeds: also fit the default funnel, and the funnel with each "
+                             "of --rankers' neural rankers, with each ranker seed (TrainerConfig.seed: "
+                             "initialisation and shuffling), one row each")
     parser.add_argument("--rankers", default=",".join(OTHER_RANKERS),
-                        help=f"other rankers to fit the same funnel with, among {', '.join(OTHER_RANKERS)}")
+                        help=f"other rankers to fit the same funnel with, among {', '.join(OTHER_RANKERS)}, "
+                             "or any model name of the zoo (deepfm, opnn, bst, ...) with its defaults")
     args = parser.parse_args(argv)
     seeds = [int(x) for x in args.ranker_seeds.split(",") if x.strip()]
-    unknown = [r.strip() for r in args.rankers.split(",") if r.strip() and r.strip() not in OTHER_RANKERS]
+    from recfunnel.stages.rank.models import MODELS
+
+    rankers = dict(OTHER_RANKERS)
+    for label in [r.strip() for r in args.rankers.split(",") if r.strip()]:
+        if label not in rankers and label in MODELS:
+            rankers[label] = {"kind": "neural", "params": {"model": label}}
+    unknown = [r.strip() for r in args.rankers.split(",") if r.strip() and r.strip() not in rankers]
     if unknown:
-        parser.error(f"unknown ranker(s) {unknown}; choose among {', '.join(OTHER_RANKERS)}")
+        parser.error(f"unknown ranker(s) {unknown}; choose among {', '.join(OTHER_RANKERS)} "
+                     f"or a model of the zoo ({', '.join(MODELS)})")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows) with threaded BLAS
 
     from recfunnel.config import DEFAULT_CONFIG, config_from_dict, default_config
@@ -117,14 +130,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- the same funnel with other rankers: which ranker the default should use ----
     for label in [r.strip() for r in args.rankers.split(",") if r.strip()]:
-        ranker = OTHER_RANKERS[label]
-        t0 = time.perf_counter()
-        f_alt = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": ranker}), progress=False)
-        fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        res_alt = evaluate_funnel(f_alt, test, KS)
-        results[f"recfunnel funnel with the {label} ranker"] = {**res_alt["metrics"], "fit_s": fit_s,
-                                                              "recommend_s": time.perf_counter() - t0}
+        ranker = rankers[label]
+        # seeds only mean something for the neural rankers' trainer
+        ranker_seeds = [None] + (seeds if ranker["kind"] == "neural" else [])
+        for seed in ranker_seeds:
+            stage = ranker
+            if seed is not None:
+                params = ranker["params"]
+                stage = {**ranker, "params": {**params, "trainer": {**params.get("trainer", {}), "seed": seed}}}
+            t0 = time.perf_counter()
+            f_alt = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": stage}), progress=False)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res_alt = evaluate_funnel(f_alt, test, KS)
+            row = f"recfunnel funnel with the {label} ranker" + (f", ranker seed {seed}" if seed is not None else "")
+            results[row] = {**res_alt["metrics"], "fit_s": fit_s, "recommend_s": time.perf_counter() - t0}
 
     # ---- the same funnel without the ranker / re-ranker: what ranking adds ----
 

@@ -64,7 +64,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "taobao.json")
     parser.add_argument("--seeds", default="0,1,2", help="ranker seeds to average over")
+    parser.add_argument("--rankers", default="",
+                        help="models of the zoo (fm, dien, ...) to fit the same funnel with as well, each "
+                             "with the neural ranker's default trainer, one row each")
     args = parser.parse_args(argv)
+    from recfunnel.stages.rank.models import MODELS
+
+    funnels = dict(FUNNELS)
+    for name in [r.strip() for r in args.rankers.split(",") if r.strip()]:
+        if name not in MODELS:
+            parser.error(f"unknown model {name!r}; choose among {', '.join(MODELS)}")
+        funnels[f"{name} ranker"] = {"kind": "neural", "params": {"model": name}}
     log_path = args.data / "UserBehavior.csv"
     if not log_path.exists():
         print(f"Taobao UserBehavior not found at {log_path}; skipping", file=sys.stderr)
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict[str, dict[str, float]] = {}
     runs: dict[str, list[dict[str, float]]] = {}
-    for label, ranker in FUNNELS.items():
+    for label, ranker in funnels.items():
         runs[label] = []
         seeded = ranker == "default" or (isinstance(ranker, dict) and ranker.get("kind") == "neural")
         for seed in (seeds if seeded else seeds[:1]):  # LightGBM and retrieval order are deterministic
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
             elif ranker is None:
                 config = config_from_dict({**DEFAULT_CONFIG, "ranker": None, "reranker": None})
             elif ranker.get("kind") == "neural":
-                params = {**ranker["params"], "trainer": {**ranker["params"]["trainer"], "seed": seed}}
+                params = {**ranker["params"], "trainer": {**ranker["params"].get("trainer", {}), "seed": seed}}
                 config = config_from_dict({**DEFAULT_CONFIG, "ranker": {**ranker, "params": params}})
             else:
                 config = config_from_dict({**DEFAULT_CONFIG, "ranker": ranker})

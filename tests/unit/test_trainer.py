@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from recfunnel.evaluation.metrics import auc
+from recfunnel.evaluation.metrics import auc, gauc
 from recfunnel.stages.rank.models import build_model
 from recfunnel.testing.ctr import make_planted_ctr, split
 from recfunnel.training.trainer import (
@@ -81,6 +81,58 @@ def test_list_wise_training_learns_and_needs_groups():
     train.group = None
     with pytest.raises(ValueError, match="group"):
         Trainer(TrainerConfig(loss="bpr")).fit(model, train, valid)
+
+
+@pytest.mark.parametrize("loss, metric, expected", [
+    ("softmax", "auto", "gauc"), ("bpr", "auto", "gauc"), ("bce", "auto", "auc"),
+    ("bce", "gauc", "gauc"), ("softmax", "auc", "auc")])
+def test_early_stopping_compares_the_validation_metric_the_loss_calls_for(loss, metric, expected):
+    schema, batch = make_planted_ctr("cross", n=2000)
+    train, valid = split(batch)
+    torch.manual_seed(0)
+    model = build_model("deepfm", schema, {"embed_dim": 8, "hidden": (32,)})
+    cfg = TrainerConfig(epochs=1, batch_size=100, learning_rate=1e-2, loss=loss, validation_metric=metric,
+                        threads=1)
+    history = Trainer(cfg).fit(model, train, valid)
+    assert history.valid_metric == expected
+    scores, positive = predict_logits(model, valid), valid.label.numpy() > 0.5
+    by_group, pooled = gauc(valid.group.numpy(), positive, scores), auc(positive, scores)
+    assert abs(by_group - pooled) > 1e-3  # the two differ here, so the check below can tell them apart
+    assert history.valid_auc == [pytest.approx(by_group if expected == "gauc" else pooled, abs=1e-9)]
+
+
+def test_group_auc_validation_is_blind_to_a_shift_per_group():
+    """A group loss leaves each group's scores free up to a shift; GAUC must not see it, pooled AUC does."""
+    schema, batch = make_planted_ctr("cross", n=2000)
+    train, valid = split(batch)
+
+    class Shifted(torch.nn.Module):  # the same model, with a large score offset per group
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, b):
+            return self.inner(b) + 10.0 * torch.sin(b.group.float())
+
+    torch.manual_seed(0)
+    inner = build_model("deepfm", schema, {"embed_dim": 8, "hidden": (32,)})
+    cfg = TrainerConfig(epochs=1, batch_size=100, learning_rate=1e-2, loss="softmax", threads=1)
+    history = Trainer(cfg).fit(inner, train, valid)
+    shifted = predict_logits(Shifted(inner), valid)
+    positive = valid.label.numpy() > 0.5
+    assert gauc(valid.group.numpy(), positive, shifted) == pytest.approx(history.valid_auc[0], abs=1e-6)
+    assert auc(positive, shifted) < history.valid_auc[0] - 0.05
+
+
+def test_validation_metric_is_checked():
+    schema, batch = make_planted_ctr("cross", n=500)
+    train, valid = split(batch)
+    model = build_model("deepfm", schema, {"embed_dim": 8, "hidden": (32,)})
+    with pytest.raises(ValueError, match="validation_metric"):
+        Trainer(TrainerConfig(validation_metric="ndcg")).fit(model, train, valid)
+    valid.group = None
+    with pytest.raises(ValueError, match="group"):
+        Trainer(TrainerConfig(epochs=1, validation_metric="gauc", threads=1)).fit(model, train, valid)
 
 
 def test_weight_averaging_follows_the_uniform_then_exponential_rule():
