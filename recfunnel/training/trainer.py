@@ -287,6 +287,7 @@ class Trainer:
                 epoch_auc = gauc(valid.group.numpy(), positive, scores) if by_group else float("nan")
                 if np.isnan(epoch_auc):  # no group with both classes: the pooled AUC still ranks epochs
                     epoch_auc = auc(positive, scores)
+                    history.valid_metric = "auc"
                 history.valid_auc.append(epoch_auc)
                 if ckpt_dir is not None:
                     save_state(evaluated, ckpt_dir / f"epoch-{epoch + 1}.pt")

@@ -124,6 +124,18 @@ def test_group_auc_validation_is_blind_to_a_shift_per_group():
     assert auc(positive, shifted) < history.valid_auc[0] - 0.05
 
 
+def test_group_auc_validation_falls_back_to_pooled_auc_when_no_group_has_both_classes():
+    schema, batch = make_planted_ctr("cross", n=2000)
+    train, valid = split(batch)
+    valid.group = torch.arange(len(valid))  # one row per group: no group has a positive and a negative
+    torch.manual_seed(0)
+    model = build_model("deepfm", schema, {"embed_dim": 8, "hidden": (32,)})
+    history = Trainer(TrainerConfig(epochs=1, batch_size=100, loss="softmax", threads=1)).fit(model, train, valid)
+    assert history.valid_metric == "auc"
+    assert history.valid_auc == [pytest.approx(auc(valid.label.numpy() > 0.5, predict_logits(model, valid)),
+                                               abs=1e-9)]
+
+
 def test_validation_metric_is_checked():
     schema, batch = make_planted_ctr("cross", n=500)
     train, valid = split(batch)
