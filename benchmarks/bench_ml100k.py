@@ -11,7 +11,6 @@ whole catalogue, each user's training items excluded, metrics from
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -41,6 +40,12 @@ OTHER_RANKERS = {
     "OPNN (embedding 32)": {"kind": "neural", "params": {"model": "opnn", "model_params": {"embed_dim": 32}}},
 }
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "fit_s", "recommend_s"]
+
+
+def with_seed(stage: dict, seed: int) -> dict:
+    """A neural ranker stage with its trainer's seed set (the other trainer keys keep their defaults)."""
+    params = stage.get("params", {})
+    return {**stage, "params": {**params, "trainer": {**params.get("trainer", {}), "seed": seed}}}
 
 
 def implicit_topk(model, train: sp.csr_matrix, users: np.ndarray, k: int) -> np.ndarray:
@@ -83,7 +88,6 @@ def main(argv: list[str] | None = None) -> dict:
     from recfunnel.evaluation import evaluate_topk, format_table
     from recfunnel.pipeline.offline.evaluate import evaluate_funnel
     from recfunnel.pipeline.offline.fit import fit_funnel
-    from recfunnel.stages.rank.neural import NeuralRankerConfig
 
     inter_path = args.data / "ml-100k.inter"
     if not inter_path.exists():
@@ -106,18 +110,19 @@ def main(argv: list[str] | None = None) -> dict:
     funnel_report = res["funnel"]
     relevant_counts = res["counts"]
 
-    # ---- the default funnel with other ranker seeds: how much one run's NDCG moves ----
-    for seed in seeds:
-        ranker = DEFAULT_CONFIG["ranker"]
-        trainer = {**dataclasses.asdict(NeuralRankerConfig().trainer), "seed": seed}
-        stage = {**ranker, "params": {**ranker["params"], "trainer": trainer}}
+    def fit_and_score(stage: dict | None) -> dict[str, float]:
+        """The default funnel with ``stage`` as its ranker: test metrics, fit and recommend seconds."""
         t0 = time.perf_counter()
-        f_seed = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": stage}), progress=False)
+        fitted = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": stage}), progress=False)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res_seed = evaluate_funnel(f_seed, test, KS)
-        results[f"recfunnel default funnel, ranker seed {seed}"] = {
-            **res_seed["metrics"], "fit_s": fit_s, "recommend_s": time.perf_counter() - t0}
+        metrics = evaluate_funnel(fitted, test, KS)["metrics"]
+        return {**metrics, "fit_s": fit_s, "recommend_s": time.perf_counter() - t0}
+
+    # ---- the default funnel with other ranker seeds: how much one run's NDCG moves ----
+    for seed in seeds:
+        results[f"recfunnel default funnel, ranker seed {seed}"] = fit_and_score(
+            with_seed(DEFAULT_CONFIG["ranker"], seed))
 
     # ---- the same fitted funnel without its MMR re-ranker: what diversity costs ----
     reranker, funnel.reranker = funnel.reranker, None
@@ -127,24 +132,14 @@ def main(argv: list[str] | None = None) -> dict:
                                                       "recommend_s": time.perf_counter() - t0}
     funnel.reranker = reranker
 
-
     # ---- the same funnel with other rankers: which ranker the default should use ----
     for label in [r.strip() for r in args.rankers.split(",") if r.strip()]:
         ranker = rankers[label]
-        # seeds only mean something for the neural rankers' trainer
-        ranker_seeds = [None] + (seeds if ranker["kind"] == "neural" else [])
-        for seed in ranker_seeds:
-            stage = ranker
-            if seed is not None:
-                params = ranker["params"]
-                stage = {**ranker, "params": {**params, "trainer": {**params.get("trainer", {}), "seed": seed}}}
-            t0 = time.perf_counter()
-            f_alt = fit_funnel(data, config_from_dict({**DEFAULT_CONFIG, "ranker": stage}), progress=False)
-            fit_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            res_alt = evaluate_funnel(f_alt, test, KS)
-            row = f"recfunnel funnel with the {label} ranker" + (f", ranker seed {seed}" if seed is not None else "")
-            results[row] = {**res_alt["metrics"], "fit_s": fit_s, "recommend_s": time.perf_counter() - t0}
+        results[f"recfunnel funnel with the {label} ranker"] = fit_and_score(ranker)
+        if ranker["kind"] == "neural":  # seeds only mean something for the neural rankers' trainer
+            for seed in seeds:
+                results[f"recfunnel funnel with the {label} ranker, ranker seed {seed}"] = fit_and_score(
+                    with_seed(ranker, seed))
 
     # ---- the same funnel without the ranker / re-ranker: what ranking adds ----
 

@@ -238,9 +238,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     ],
     # DeepFM, with the neural ranker's default trainer (list-wise softmax, early stopping on GAUC).
     # Every model of the zoo was tried in the funnel (BENCHMARKS.md, "Which ranker"): over 8 seeds
-    # DIEN (0.2583) and FM (0.2581) lead DeepFM (0.2569) on ML-100K's NDCG@10 by about two standard
-    # errors, and FM leads on Taobao too; but FM loses 0.012 NDCG@10 to DeepFM on the 25k-user
-    # simulated platform, and DIEN fits 12x slower than DeepFM (too slow to try at that scale)
+    # DIEN (0.2583) and FM (0.2581) lead DeepFM (0.2569) on ML-100K's NDCG@10 (paired, +0.0014 +-
+    # 0.0010 and +0.0012 +- 0.0006), and FM leads on Taobao too; but FM loses 0.012 NDCG@10 to
+    # DeepFM on the 25k-user simulated platform, and DIEN fits 12x slower than DeepFM (too slow to
+    # try at that scale)
     "ranker": {"kind": "neural", "params": {"model": "deepfm"}},
     "reranker": {"kind": "mmr"},
     "retrieval_k": 300,
