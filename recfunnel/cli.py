@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", required=True, help="CSV/TSV/Parquet/RecBole/GroupLens interactions")
     p.add_argument("--users", help="optional user table")
     p.add_argument("--items", help="optional item table")
-    p.add_argument("--config", help="funnel config (JSON or TOML); default: the built-in best config")
+    p.add_argument("--config", help="funnel config (JSON or TOML); the keys it gives override the built-in best config")
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=cmd_fit)
 

@@ -214,7 +214,15 @@ def config_to_dict(cfg: FunnelConfig) -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> FunnelConfig:
-    """Read a JSON or TOML funnel config."""
+    """Read a JSON or TOML funnel config that overrides the default funnel key by key.
+
+    A file names only what it changes: ``{"ranker": {"kind": "neural", "params":
+    {"model": "dien"}}}`` keeps the default channels, re-ranker and sizes. A key it
+    gives replaces the default's whole entry (a ``channels`` list is the new list),
+    and ``null`` for ``ranker`` or ``reranker`` removes that stage. Nested tables then
+    override their own defaults key by key, as in :func:`config_from_dict`, which
+    (unlike this function) takes a complete config.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -223,7 +231,9 @@ def load_config(path: str | Path) -> FunnelConfig:
         raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: cannot parse config: {e}") from None
-    return config_from_dict(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the funnel config must be a table, got {type(raw).__name__}")
+    return config_from_dict({**DEFAULT_CONFIG, **raw})
 
 
 #: The best merged set the benchmarks support (BENCHMARKS.md, "Retrieval"): ItemCF, UserCF

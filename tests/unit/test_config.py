@@ -34,6 +34,31 @@ def test_invalid_configs_say_what_is_wrong(raw, message):
         config_from_dict(raw)
 
 
+def test_a_config_file_overrides_the_default_funnel_key_by_key(tmp_path):
+    default = default_config()
+    (tmp_path / "ranker.json").write_text(json.dumps({"ranker": {"kind": "neural", "params": {"model": "dien"}}}))
+    cfg = load_config(tmp_path / "ranker.json")
+    assert cfg.ranker.config.model == "dien"
+    assert cfg.ranker.config.trainer == default.ranker.config.trainer
+    assert cfg.channels == default.channels and cfg.reranker == default.reranker
+    assert (cfg.retrieval_k, cfg.rank_k, cfg.history_length) == (
+        default.retrieval_k, default.rank_k, default.history_length)
+    # a given list replaces the default's, and null removes a stage
+    (tmp_path / "lean.toml").write_text('ranker = "none"\n')
+    with pytest.raises(ConfigError, match="ranker"):
+        load_config(tmp_path / "lean.toml")
+    (tmp_path / "lean.json").write_text(json.dumps({"channels": [{"kind": "popular"}], "ranker": None,
+                                                    "reranker": None}))
+    cfg = load_config(tmp_path / "lean.json")
+    assert [s.kind for s in cfg.channels] == ["popular"] and cfg.ranker is None and cfg.reranker is None
+    # a saved model's config (every key written out) loads back unchanged
+    (tmp_path / "saved.json").write_text(json.dumps(config_to_dict(cfg)))
+    assert load_config(tmp_path / "saved.json") == cfg
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_config(tmp_path / "list.json")
+
+
 def test_missing_or_broken_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.json")
