@@ -27,7 +27,8 @@ KS = (10, 20, 50)
 # the same funnel with another ranker (label -> ranker stage), to choose the default
 OTHER_RANKERS = {
     "LightGBM": {"kind": "lightgbm"},
-    "DIEN": {"kind": "neural", "params": {"model": "dien"}},
+    "DeepFM": {"kind": "neural", "params": {"model": "deepfm"}},  # the default until 2026-11-29
+    "DIEN over 50 behaviours": {"kind": "neural", "params": {"model": "dien"}},  # the encoder's default length
     "DIN": {"kind": "neural", "params": {"model": "din"}},
     "FM": {"kind": "neural", "params": {"model": "fm"}},
     # trainer keys override the ranker's default trainer one by one

@@ -38,7 +38,8 @@ COLUMNS = ["recall@10", "recall@50", "ndcg@10", "rank_kept_recall", "fit_s"]
 DEEPFM = {"epochs": 4, "batch_size": 1024, "ema_decay": 0.99, "loss": "bce"}  # stop 9's default, less min steps
 # label -> ranker stage config (None: retrieval order, no re-ranker); {seed} is filled in per run
 FUNNELS = {
-    "default funnel (DeepFM ranker)": "default",
+    "default funnel (DIEN ranker, 20 behaviours)": "default",
+    "DeepFM ranker (the default until 2026-11-29)": {"kind": "neural", "params": {"model": "deepfm"}},
     "DeepFM ranker, one pass per epoch (before min_steps_per_epoch)": {
         "kind": "neural", "params": {"model": "deepfm", "trainer": {**DEEPFM, "min_steps_per_epoch": 0}}},
     "DeepFM ranker, point-wise BCE loss (the default before list-wise softmax)": {
