@@ -217,7 +217,7 @@ def load_config(path: str | Path) -> FunnelConfig:
     """Read a JSON or TOML funnel config that overrides the default funnel key by key.
 
     A file names only what it changes: ``{"ranker": {"kind": "neural", "params":
-    {"model": "dien"}}}`` keeps the default channels, re-ranker and sizes. A key it
+    {"model": "deepfm"}}}`` keeps the default channels, re-ranker and sizes. A key it
     gives replaces the default's whole entry (a ``channels`` list is the new list),
     and ``null`` for ``ranker`` or ``reranker`` removes that stage. Nested tables then
     override their own defaults key by key, as in :func:`config_from_dict`, which

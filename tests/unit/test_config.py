@@ -4,6 +4,7 @@ import pytest
 
 from recfunnel.config import config_from_dict, config_to_dict, default_config, load_config
 from recfunnel.errors import ConfigError
+from recfunnel.stages.rank.neural import NeuralRankerConfig
 
 
 def test_default_config_round_trips():
@@ -36,14 +37,18 @@ def test_invalid_configs_say_what_is_wrong(raw, message):
 
 def test_a_config_file_overrides_the_default_funnel_key_by_key(tmp_path):
     default = default_config()
-    (tmp_path / "ranker.json").write_text(json.dumps({"ranker": {"kind": "neural", "params": {"model": "dien"}}}))
+    (tmp_path / "ranker.json").write_text(json.dumps({"ranker": {"kind": "neural", "params": {"model": "fm"}}}))
     cfg = load_config(tmp_path / "ranker.json")
-    assert cfg.ranker.config.model == "dien"
+    # the file's ranker entry replaces the default's whole entry: its own encoder defaults, not the
+    # default ranker's shorter sequences; the trainer is the neural ranker's default either way
+    assert cfg.ranker.config.model == "fm" and default.ranker.config.model != "fm"
+    assert cfg.ranker.config.encoder == NeuralRankerConfig().encoder
     assert cfg.ranker.config.trainer == default.ranker.config.trainer
     assert cfg.channels == default.channels and cfg.reranker == default.reranker
     assert (cfg.retrieval_k, cfg.rank_k, cfg.history_length) == (
         default.retrieval_k, default.rank_k, default.history_length)
-    # a given list replaces the default's, and null removes a stage
+    # a stage that is not a table is still an error, a given list replaces the default's, and null
+    # removes a stage
     (tmp_path / "lean.toml").write_text('ranker = "none"\n')
     with pytest.raises(ConfigError, match="ranker"):
         load_config(tmp_path / "lean.toml")
