@@ -52,7 +52,7 @@ def planted():
     return data, test, evaluate_funnel(plain, test, (10,))["metrics"]["ndcg@10"]
 
 
-@pytest.mark.parametrize("model", ["deepfm", "din"])
+@pytest.mark.parametrize("model", ["deepfm", "din", "dien"])
 def test_neural_ranker_learns_the_planted_match_and_saves_exactly(tmp_path, planted, model):
     data, test, plain_ndcg = planted
     ranked = fit_funnel(data, config_from_dict({**BASE, "ranker": _ranker(model)}), progress=False)
@@ -62,7 +62,7 @@ def test_neural_ranker_learns_the_planted_match_and_saves_exactly(tmp_path, plan
     match = recs["user_id"].str[1:].astype(int) % 2 == recs["item_id"].str[1:].astype(int) % 2
     assert match.mean() > 0.9
     # only models that read the behaviour sequence get one encoded (at training and at serving)
-    assert bool(ranked.ranker.schema_.sequences) == (model == "din")
+    assert bool(ranked.ranker.schema_.sequences) == (model in ("din", "dien"))
     ranked.save(tmp_path / "m")
     again = Funnel.load(tmp_path / "m")
     assert again.ranker.schema_ == ranked.ranker.schema_
