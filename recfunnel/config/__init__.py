@@ -248,11 +248,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     ],
     # DIEN over each user's 20 newest behaviours, with the neural ranker's default trainer
     # (list-wise softmax, early stopping on GAUC). Every model of the zoo was tried in the funnel
-    # (BENCHMARKS.md, "Which ranker"). Paired by seed against DeepFM, the default before it:
-    # ML-100K NDCG@10 +0.0022 +- 0.0008 (12 seeds; the best of the zoo), Taobao +0.0005 +- 0.0002
-    # (8 seeds), the 25k-user simulated platform a tie (0.1998 against 0.1999). It costs 3-7x
-    # DeepFM's fit and 4.6x its scoring time; 20 behaviours score as well as the encoder's default
-    # 50 at less than half the cost.
+    # (BENCHMARKS.md, "Which ranker"); of the six then run on 12 seeds (FM, AutoInt and DSIN
+    # included) it has the best ML-100K NDCG@10. Paired by seed against DeepFM, the default before
+    # it: ML-100K +0.0022 +- 0.0008, Taobao +0.0005 +- 0.0002 (8 seeds), the 25k-user simulated
+    # platform a tie (0.1998 against 0.1999). It costs 3-7x DeepFM's fit and 4.6x its scoring
+    # time; 20 behaviours score as well as the encoder's default 50 at less than half the cost.
     "ranker": {"kind": "neural", "params": {"model": "dien", "encoder": {"max_sequence_length": 20}}},
     "reranker": {"kind": "mmr"},
     "retrieval_k": 300,
