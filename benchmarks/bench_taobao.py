@@ -20,7 +20,6 @@ the 100 it keeps; a ranker that orders at random keeps a third).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -30,6 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_ml100k import with_seed  # noqa: E402  (the same seeding of a neural ranker stage)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "taobao-userbehavior"
@@ -88,7 +91,6 @@ def main(argv: list[str] | None = None) -> dict:
     from recfunnel.evaluation import format_table
     from recfunnel.pipeline.offline.evaluate import evaluate_funnel
     from recfunnel.pipeline.offline.fit import fit_funnel
-    from recfunnel.stages.rank.neural import NeuralRankerConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         interactions = _load(log_path, Path(tmp))
@@ -101,19 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
         runs[label] = []
         seeded = ranker == "default" or (isinstance(ranker, dict) and ranker.get("kind") == "neural")
         for seed in (seeds if seeded else seeds[:1]):  # LightGBM and retrieval order are deterministic
-            if ranker == "default":
-                # the neural ranker's own default trainer, with only the seed changed
-                trainer = {**dataclasses.asdict(NeuralRankerConfig().trainer), "seed": seed}
-                stage = {**DEFAULT_CONFIG["ranker"], "params": {**DEFAULT_CONFIG["ranker"]["params"],
-                                                                  "trainer": trainer}}
-                config = config_from_dict({**DEFAULT_CONFIG, "ranker": stage})
-            elif ranker is None:
+            if ranker is None:
                 config = config_from_dict({**DEFAULT_CONFIG, "ranker": None, "reranker": None})
-            elif ranker.get("kind") == "neural":
-                params = {**ranker["params"], "trainer": {**ranker["params"].get("trainer", {}), "seed": seed}}
-                config = config_from_dict({**DEFAULT_CONFIG, "ranker": {**ranker, "params": params}})
             else:
-                config = config_from_dict({**DEFAULT_CONFIG, "ranker": ranker})
+                stage = DEFAULT_CONFIG["ranker"] if ranker == "default" else ranker
+                # neural rankers: the ranker's own default trainer with only the seed changed
+                stage = with_seed(stage, seed) if seeded else stage
+                config = config_from_dict({**DEFAULT_CONFIG, "ranker": stage})
             t0 = time.perf_counter()
             funnel = fit_funnel(data, config, progress=False)
             fit_s = time.perf_counter() - t0
