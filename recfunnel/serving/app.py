@@ -1,6 +1,7 @@
 """The online service: a FastAPI app over the same :class:`Funnel` the offline path uses.
 
-Endpoints (``docs`` at ``/docs``, the schema at ``/openapi.json``):
+Endpoints (docs at ``/docs`` and ``/redoc``, served from local assets so they work offline,
+see :mod:`recfunnel.serving.docs`; the schema at ``/openapi.json``):
 
 * ``POST /recommend`` ``{user_id, k, context, exclude, debug}`` — items with scores,
   the channels that found each, the model version, ``degraded``; with ``debug`` the
@@ -38,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recfunnel.errors import RecfunnelError
 from recfunnel.serving.budget import Budget, BudgetedResult, BudgetedRunner
+from recfunnel.serving.docs import add_offline_docs
 from recfunnel.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from recfunnel.serving.models import (
     LoadInProgress,
@@ -466,7 +468,9 @@ def create_app(settings: ServingSettings, *, state_factory: Callable | None = No
         (422, "invalid request"), (429, "too many concurrent requests (Retry-After)"),
         (503, "model not ready (Retry-After)"))}
     app = FastAPI(title="recfunnel", version="1", lifespan=lifespan, responses=errors,
-                  description="A multi-stage recommender: retrieval channels, merge, ranking, re-ranking.")
+                  description="A multi-stage recommender: retrieval channels, merge, ranking, re-ranking.",
+                  docs_url=None, redoc_url=None)  # FastAPI's pages load from a CDN: ours are local
+    add_offline_docs(app)
     app.state.service = service
 
     # --------------------------------------------------------------- auth

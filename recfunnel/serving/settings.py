@@ -7,10 +7,18 @@ them from (see :mod:`recfunnel.serving.security` for the format).
 >>> s = ServingSettings(model_dir=Path("/srv/models/v1"))
 >>> s.host, s.port, s.models_root.as_posix(), s.events_url
 ('127.0.0.1', 8000, '/srv/models', 'sqlite:////srv/models/state/events.db')
+
+Relative paths (``runs/ml100k``, ``./runs/ml100k``, ``runs/ml100k/``) are made absolute
+against the working directory when the settings are made, so the served version is found
+inside its models root whatever the process's directory is later:
+
+>>> ServingSettings(model_dir=Path("./runs/ml100k/")).model_dir == Path.cwd() / "runs" / "ml100k"
+True
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +36,11 @@ class ServingSettings:
     """Everything the service needs to start.
 
     Attributes:
-        model_dir: the model version served at start (a directory written by ``recfunnel fit``).
+        model_dir: the model version served at start (a directory written by ``recfunnel fit``);
+            a relative path is taken from the working directory (made absolute here).
         models_root: the only folder admin loads may read models from; default the parent
-            of ``model_dir`` (so its sibling directories are the other versions).
+            of ``model_dir`` (so its sibling directories are the other versions); relative
+            paths as for ``model_dir``.
         host / port: where to listen; loopback unless told otherwise.
         events_url: event store, ``sqlite:///path``, ``redis://host:port/db`` or ``memory://``;
             default a SQLite file in the ``state`` folder next to the model directory.
@@ -81,11 +91,13 @@ class ServingSettings:
     load_in_background: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model_dir", Path(self.model_dir))
+        # absolute now: the registry resolves a relative name against the models root, so a
+        # relative model_dir ("runs/ml100k") would be looked for at ROOT/runs/ml100k
+        object.__setattr__(self, "model_dir", _absolute(self.model_dir))
         if self.models_root is None:
             object.__setattr__(self, "models_root", self.model_dir.parent)
         else:
-            object.__setattr__(self, "models_root", Path(self.models_root))
+            object.__setattr__(self, "models_root", _absolute(self.models_root))
         if self.api_keys_file is not None:
             object.__setattr__(self, "api_keys_file", Path(self.api_keys_file))
         if self.events_url is None:
@@ -106,6 +118,15 @@ class ServingSettings:
     @property
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute against the working directory (``.``, ``..`` and ``x/`` normalised).
+
+    Symbolic links are kept (not resolved): the models root check resolves them later
+    and refuses a link that leaves the root.
+    """
+    return Path(os.path.abspath(os.fspath(path)))
 
 
 def is_loopback_host(host: str) -> bool:

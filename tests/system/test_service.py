@@ -355,3 +355,113 @@ def test_not_ready_until_loaded_and_warmed_up_then_ready(root):
             assert time.time() < deadline
             time.sleep(0.05)
         assert client.post("/recommend", json={"user_id": "u00001"}).json()["model_version"] == "v2"
+
+
+# ------------------------------------------------- in process: defects a new user met
+def _client(app):
+    import warnings
+
+    with warnings.catch_warnings():  # starlette's notice about httpx2
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("ref", ["runs/ml100k", "./runs/ml100k", "runs/ml100k/"])
+def test_a_relative_model_path_is_served(root, tmp_path, monkeypatch, ref):
+    import shutil
+
+    from recfunnel.serving.app import create_app
+    from recfunnel.serving.models import UnsafePath
+    from recfunnel.serving.settings import ServingSettings
+
+    shutil.copytree(root / "v2", tmp_path / "runs" / "ml100k")
+    monkeypatch.chdir(tmp_path)
+    app = create_app(ServingSettings(model_dir=ref))  # the default event store: runs/state/events.db
+    try:
+        client = _client(app)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["model_version"] == "ml100k", ready.text
+        out = client.post("/recommend", json={"user_id": "u00001", "k": 5})
+        assert out.status_code == 200 and len(out.json()["items"]) == 5
+        assert (tmp_path / "runs" / "state" / "events.db").is_file()
+    finally:
+        app.state.service.close()
+    # the models root still refuses a model outside it, relative paths included
+    (tmp_path / "other").mkdir()
+    with pytest.raises(UnsafePath):
+        create_app(ServingSettings(model_dir=ref, models_root="other", events_url="memory://"))
+    (tmp_path / "runs" / "link").symlink_to(tmp_path / "other", target_is_directory=True)
+    with pytest.raises(UnsafePath):
+        create_app(ServingSettings(model_dir="runs/link", events_url="memory://"))
+
+
+@pytest.mark.parametrize("channels", [
+    # the default funnel's kinds (BPR left out for time): popularity is one channel of several
+    [{"kind": "itemcf", "quota": 30}, {"kind": "usercf", "quota": 20}, {"kind": "popular", "quota": 10}],
+    # no popular channel: the popular fallback fills a cold user's list
+    [{"kind": "itemcf", "quota": 30}],
+], ids=["popular-channel", "fallback-only"])
+def test_an_item_many_users_click_reaches_a_cold_user(tmp_path, channels):
+    from recfunnel.serving.app import create_app
+    from recfunnel.serving.settings import ServingSettings
+
+    data = make_planted_data(n_users_per_group=20, n_groups=3, items_per_group=20, seed=1)
+    config = config_from_dict({"channels": channels, "ranker": TINY_RANKER, "reranker": {"kind": "mmr"},
+                               "retrieval_k": 40, "rank_k": 30, "history_length": 20})
+    fit_funnel(data, config, progress=False).save(tmp_path / "m")
+    app = create_app(ServingSettings(model_dir=tmp_path / "m", events_url="memory://"))
+    try:
+        client = _client(app)
+        assert client.put("/items", json={"items": [{"item_id": "trending", "attributes": {"category": "g0"}}]}
+                          ).json()["published"] == 1
+        events = [{"event_id": f"c{i}", "user_id": f"fan-{i}", "item_id": "trending", "type": "click"}
+                  for i in range(40)]
+        assert client.post("/events", json={"events": events}).json()["stored"] == 40
+        out = client.post("/recommend", json={"user_id": "cold-user", "k": 500, "debug": True}).json()
+        found = {i["item_id"]: i["channels"] for i in out["items"]}
+        assert "trending" in found, out["trace"]
+        assert set(found["trending"]) & {"popular", "fallback"}
+    finally:
+        app.state.service.close()
+
+
+def test_a_published_item_is_retrievable_by_a_cold_user_at_once_with_a_fresh_items_channel(root):
+    from recfunnel.serving.app import create_app
+    from recfunnel.serving.settings import ServingSettings
+
+    app = create_app(ServingSettings(model_dir=root / "v1", events_url="memory://"))  # v1 has new_items
+    try:
+        client = _client(app)
+        assert client.put("/items", json={"items": [{"item_id": "just-out"}]}).json()["published"] == 1
+        out = client.post("/recommend", json={"user_id": "cold-user", "k": 500}).json()
+        found = {i["item_id"]: i["channels"] for i in out["items"]}
+        assert "just-out" in found and "new_items" in found["just-out"]
+    finally:
+        app.state.service.close()
+
+
+def test_docs_work_offline_and_stay_public(root, monkeypatch):
+    import re
+
+    from recfunnel.serving.app import create_app
+    from recfunnel.serving.settings import ServingSettings
+
+    monkeypatch.setenv("RECFUNNEL_TEST_KEYS", f"read-write:{RW}")
+    settings = ServingSettings(model_dir=root / "v2", events_url="memory://", api_keys_env="RECFUNNEL_TEST_KEYS",
+                               load_in_background=True)
+    client = _client(create_app(settings))
+    for page, assets in (("/docs", ("js", "css")), ("/redoc", ("js",))):
+        r = client.get(page)  # no key: the pages describe the API, as FastAPI's own did
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        urls = re.findall(r'<(?:script|link)[^>]*?(?:src|href)="([^"]+)"', r.text)
+        assert urls and not re.search(r"https?://", r.text), r.text
+        fetched = set()
+        for url in urls:
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 1000, url
+            fetched.add(url.rsplit(".", 1)[-1])
+        assert set(assets) <= fetched
+    assert client.get("/openapi.json").status_code == 200
+    # the endpoints the pages call still need their key
+    assert client.post("/recommend", json={"user_id": "u00001"}).status_code == 401

@@ -18,6 +18,7 @@ from recfunnel.pipeline.nearline.counters import (
 from recfunnel.pipeline.offline.fit import fit_funnel
 from recfunnel.stages.recall.lookalike import LookalikeRetriever
 from recfunnel.stages.recall.new_items import NewItemRetriever
+from recfunnel.stages.recall.popular import PopularRetriever
 from recfunnel.storage.events import Event, MemoryEventStore, open_event_store
 from recfunnel.types import Candidates
 
@@ -291,6 +292,32 @@ def test_replay_at_start_up_and_bind_give_the_same_state(funnel, fitted, now, tm
     live.bind(funnel)
     assert look.lookalike_vectors()[2].sum() == counts
     assert live.stats()["binds"] == 2
+
+
+def test_clicks_on_a_published_item_raise_it_in_the_popular_lists_once_per_model(funnel, fitted, now):
+    state = NearlineState(funnel, MemoryEventStore())
+    popular = next(c for c in funnel.channels if isinstance(c, PopularRetriever))
+    state.publish_items(pd.DataFrame({"category": ["g0"], "publish_time": [now - 600]}, index=["trend"]))
+    cold = state.request(["nobody"], time=now)
+    assert "trend" not in ids(funnel, popular.retrieve(cold, 60).item_index[0])  # no click yet
+    state.ingest([click(i, f"fan{i}", "trend", now - 300 + i) for i in range(40)])
+    cold = state.request(["nobody"], time=now)
+    for channel in (popular, funnel.fallback):  # the channel and the cold-start fallback
+        assert ids(funnel, channel.retrieve(cold, 10).item_index[0])[0] == "trend"
+    merged, _ = funnel.retrieve(cold)
+    assert "trend" in ids(funnel, merged.item_index[0])
+    scores = popular.scores_.copy()
+    # a new model version counts them too; binding the old one again does not count them twice
+    other = copy.deepcopy(fitted[0])
+    state.bind(other)
+    assert ids(other, other.fallback.retrieve(state.request(["nobody"], time=now), 10).item_index[0])[0] == "trend"
+    state.bind(funnel)
+    np.testing.assert_array_equal(popular.scores_, scores)
+    # and a state told not to leaves the popularity as fitted
+    frozen = NearlineState(copy.deepcopy(fitted[0]), MemoryEventStore(), NearlineConfig(popularity_updates=False))
+    fitted_scores = frozen.funnel.fallback.scores_.copy()
+    frozen.ingest([click(i, f"fan{i}", "i001", now - 300 + i) for i in range(40)])
+    np.testing.assert_array_equal(frozen.funnel.fallback.scores_, fitted_scores)
 
 
 def test_events_already_in_the_model_are_not_counted_twice(funnel, fitted, now):

@@ -191,3 +191,70 @@ def test_category_popular_needs_the_column() -> None:
         CategoryPopularRetriever(CategoryPopularConfig(column="genre")).fit(_category_data())
     with pytest.raises(ConfigError):
         CategoryPopularRetriever(CategoryPopularConfig(top_categories=0)).fit(_category_data())
+
+
+# --- nearline: events and items after the fit ---------------------------------------------------
+
+
+def _events_after_the_fit(rng, n: int, items: list[str], start: int, span: int) -> list[tuple[str, str, int]]:
+    return [(f"late{j}", str(rng.choice(items)), int(start + rng.integers(0, span))) for j in range(n)]
+
+
+@pytest.mark.parametrize("config", [PopularConfig(), PopularConfig(half_life_days=None), HotConfig(window_days=None)])
+def test_nearline_events_give_the_list_a_fit_on_all_events_gives(config) -> None:
+    rng = np.random.default_rng(3)
+    items = [f"i{i}" for i in range(12)]
+    fitted = [(f"u{j}", str(rng.choice(items[:10])), int(rng.integers(0, 20 * DAY))) for j in range(200)]
+    # later events, some on items the fit never saw; a year after the fit (2 ** 12 with 30 days)
+    late = _events_after_the_fit(rng, 60, items, 365 * DAY, 2 * DAY)
+    refit = PopularRetriever(config).fit(_data(fitted + late))
+    channel = PopularRetriever(config).fit(_data(fitted))
+    ids = _data(fitted + late).item_ids
+    known = _data(fitted).item_ids
+    # the channel's own indices for the late items (new ones appended after the fitted catalogue)
+    extended = known.extended(np.array(sorted({i for _, i, _ in late} - set(known.ids)), dtype=object))
+    channel.update(extended.index(np.array([i for _, i, _ in late], dtype=object)),
+                   np.array([t for _, _, t in late]))
+    got = extended.to_ids(channel.order_).tolist()
+    assert got == ids.to_ids(refit.order_).tolist()
+    np.testing.assert_allclose(channel.scores_[extended.index(np.array(got, dtype=object))],
+                               refit.scores_[ids.index(np.array(got, dtype=object))], rtol=1e-5)
+    out = channel.retrieve(_request(1, len(extended), time=400 * DAY), k=5)
+    assert extended.to_ids(out.item_index[0]).tolist() == got[:5]
+
+
+def test_a_published_item_enters_with_its_first_events_and_not_before_its_publish_time() -> None:
+    data = _data([("u1", "a", 0), ("u2", "a", DAY), ("u3", "b", 2 * DAY)])
+    channel = PopularRetriever(PopularConfig(half_life_days=30.0)).fit(data)
+    channel.add_items(np.array([2]), np.array([50 * DAY]))
+    assert channel.retrieve(_request(1, 3, time=60 * DAY), k=5).item_index.tolist() == [[0, 1]]  # no clicks yet
+    channel.update(np.array([2, 2, 2]), np.array([50 * DAY, 50 * DAY + 60, 50 * DAY + 120]))
+    assert channel.retrieve(_request(1, 3, time=60 * DAY), k=5).item_index.tolist() == [[2, 0, 1]]
+    assert channel.retrieve(_request(1, 3, time=49 * DAY), k=5).item_index.tolist() == [[0, 1, -1]]  # not out yet
+    # the scores are as of the newest event: the new item's three clicks of the last minutes count ~3
+    assert channel.scores_[2] == pytest.approx(3.0, rel=1e-3)
+    newest = 50 * DAY + 120
+    assert channel.scores_[0] == pytest.approx(2 ** (-newest / (30 * DAY)) + 2 ** (-(newest - DAY) / (30 * DAY)),
+                                               rel=1e-5)
+
+
+def test_ties_after_updates_keep_the_lower_index_first() -> None:
+    data = _data([("u1", "a", 0), ("u2", "b", 0), ("u3", "c", 0), ("u4", "c", 0)])
+    channel = PopularRetriever(PopularConfig(half_life_days=None)).fit(data)
+    channel.update(np.array([0, 4, 3]), np.array([1, 1, 1]))  # a: 2, c: 2, d: 1, e: 1 (d, e new)
+    assert channel.order_.tolist() == [0, 2, 1, 3, 4]
+    assert channel.order_.tolist() == np.argsort(-channel.scores_, kind="stable").tolist()
+
+
+def test_save_writes_the_fitted_popularity_not_the_nearline_events(tmp_path) -> None:
+    data = _data([("u1", "a", 0), ("u2", "a", DAY), ("u3", "b", 2 * DAY)])
+    channel = PopularRetriever().fit(data)
+    fitted = channel.scores_.copy()
+    channel.update(np.array([1, 1, 1]), np.array([3 * DAY] * 3))
+    with ArtifactWriter(tmp_path / "m", kind="popular") as writer:
+        channel.save(writer, "")
+    loaded = PopularRetriever.load(ArtifactReader(tmp_path / "m"), "", PopularConfig())
+    np.testing.assert_array_equal(loaded.scores_, fitted)
+    assert loaded.ref_time_ == 2 * DAY
+    loaded.update(np.array([1, 1, 1]), np.array([3 * DAY] * 3))
+    np.testing.assert_array_equal(loaded.scores_, channel.scores_)

@@ -8,6 +8,10 @@ items what it needs, from the items' side information:
 * ``cluster``: the item's content vector, assigned to its nearest centroid.
 * ``lookalike``: the publish time; the item enters the pool with its first
   positive event (the nearline consumer calls ``update``).
+* ``popular`` / ``hot`` (and the funnel's popular fallback): the publish time; the
+  item enters the list with its first positive event, which the nearline state
+  counts into the channel's popularity (``PopularRetriever.update``), so an item
+  many users click soon reaches every cold-start user.
 * channels with ``vector_from_side_info`` (EGES): the item's side-information
   vector is appended to ``item_vectors_`` and linked both ways with its
   ``neighbours`` nearest items in the item-to-item ``similarity_`` (an exact
@@ -30,6 +34,7 @@ from recfunnel.stages.recall.cluster import ClusterRetriever
 from recfunnel.stages.recall.item2item import ItemToItemRetriever
 from recfunnel.stages.recall.lookalike import LookalikeRetriever
 from recfunnel.stages.recall.new_items import NewItemRetriever
+from recfunnel.stages.recall.popular import PopularRetriever
 from recfunnel.stages.recall.sparse import keep_top_k_per_row
 
 
@@ -66,7 +71,7 @@ def publish_to_channels(channels: Sequence[object], item_index: np.ndarray, rows
             if all(c in set(map(str, rows.columns)) for c in encoder.columns_):
                 channel.add_items(item_index, encoder.raw_vectors(rows), publish_time)
                 took.append(name)
-        elif isinstance(channel, LookalikeRetriever):
+        elif isinstance(channel, LookalikeRetriever | PopularRetriever):
             channel.add_items(item_index, publish_time)
             took.append(name)
         elif isinstance(channel, ItemToItemRetriever) and hasattr(channel, "vector_from_side_info"):

@@ -20,6 +20,10 @@ stored durably first (:meth:`NearlineState.ingest`), then applied in memory:
 * **look-alike vectors** — a positive event on a pool item (or a new one) adds the
   user's vector (from the history strictly before the event) to the item's
   look-alike sum (``LookalikeRetriever.update``).
+* **popularity** — a positive event counts in the decayed popularity of the
+  ``popular`` / ``hot`` channels and of the funnel's popular fallback
+  (``PopularRetriever.update``), the lists a user without history gets: an item
+  many users click now reaches cold-start users without a refit.
 
 New items arrive with :meth:`NearlineState.publish_items`
 (:mod:`recfunnel.pipeline.nearline.items`). Events on items the model does not
@@ -64,6 +68,7 @@ from recfunnel.pipeline.nearline.counters import GrowingCounter, overlay_feature
 from recfunnel.pipeline.nearline.items import publish_to_channels
 from recfunnel.pipeline.online.funnel import Funnel
 from recfunnel.stages.recall.lookalike import LookalikeRetriever
+from recfunnel.stages.recall.popular import PopularRetriever
 from recfunnel.storage.events import IMPRESSION, POSITIVE_TYPES, Event, EventStore
 from recfunnel.storage.user_history import UserHistoryStore
 from recfunnel.types import RequestBatch
@@ -87,6 +92,8 @@ class NearlineConfig:
             taken to be in the model and not applied again (see the module doc).
         replay_batch: events applied per batch when replaying the log.
         lookalike_updates: feed positive events to the ``lookalike`` channels.
+        popularity_updates: count positive events in the popularity of the ``popular`` /
+            ``hot`` channels and of a popular fallback.
         max_clock_skew_seconds: the default request time follows the newest event when a
             client's clock is ahead of the server's, by this much at most (an event stamped
             far in the future does not move every request there).
@@ -101,6 +108,7 @@ class NearlineConfig:
     skip_events_in_model: bool = True
     replay_batch: int = 50_000
     lookalike_updates: bool = True
+    popularity_updates: bool = True
     max_clock_skew_seconds: int = 3600
 
     def kind(self, event_type: str) -> int | None:
@@ -503,10 +511,18 @@ class NearlineState:
         c["values_by_user"].add(user[pos], events.time[pos], events.value[pos])
         c["shown_by_item"].add(item[~pos], events.time[~pos])
         c["exposures_by_item"].add(item, events.time)
-        if self.config.lookalike_updates and pos.any():
-            self._update_lookalike(binding, events.take(pos), item[pos])
+        if pos.any():
+            self._update_channels(binding, events.take(pos), item[pos])
 
-    def _update_lookalike(self, binding: _Binding, events: _Applied, item: np.ndarray) -> None:
+    def _update_channels(self, binding: _Binding, events: _Applied, item: np.ndarray) -> None:
+        """Positive events into the channels that learn from them (popularity, look-alike sums).
+
+        The channels belong to the funnel object, so each event reaches them once per
+        funnel (binding an older version again, a rollback, does not count it twice).
+        """
+        cfg = self.config
+        if not (cfg.popularity_updates or cfg.lookalike_updates):
+            return
         funnel = binding.funnel
         applied = self._channel_applied.get(funnel)
         top = int(events.seq.max()) + 1
@@ -520,6 +536,16 @@ class NearlineState:
             return
         events, item = events.take(fresh), item[fresh]
         applied[events.seq] = True
+        if cfg.popularity_updates:
+            seen: set[int] = set()
+            for channel in (*funnel.channels, funnel.fallback):  # a loop over channels
+                if isinstance(channel, PopularRetriever) and id(channel) not in seen:
+                    seen.add(id(channel))
+                    channel.update(item, events.time)
+        if cfg.lookalike_updates:
+            self._update_lookalike(funnel, events, item)
+
+    def _update_lookalike(self, funnel: Funnel, events: _Applied, item: np.ndarray) -> None:
         for channel in funnel.channels:  # a loop over channels
             if not isinstance(channel, LookalikeRetriever):
                 continue

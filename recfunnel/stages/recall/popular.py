@@ -4,7 +4,12 @@
   score is its time-decayed count of positive events,
   ``sum_e weight_e * 2 ** (-age_e / half_life)``, with ages measured from the newest
   training event (so a model trained on old data is not all zeros, and constant
-  timestamps give plain counts). Timestamps are seconds.
+  timestamps give plain counts). Timestamps are seconds. The popularity keeps
+  counting while the model is served: :meth:`PopularRetriever.update` adds the
+  positive events that arrive nearline (the online service's ``POST /events``) and
+  :meth:`PopularRetriever.add_items` the items published after the fit, so an item
+  many users click now rises in the list every cold-start user gets (the channel and
+  the funnel's fallback).
 * :class:`HotRetriever` (``"hot"``): the same channel with a short half-life (6 hours)
   and a 3-day window: what is trending now rather than what was liked this month
   (热门召回). A separate kind so that a funnel can run both.
@@ -34,7 +39,7 @@ from typing import Self
 import numpy as np
 
 from recfunnel.data.dataset import TrainingData
-from recfunnel.errors import ConfigError
+from recfunnel.errors import ConfigError, DataError
 from recfunnel.stages.base import Retriever
 from recfunnel.stages.recall.profile import (
     UNKNOWN_TIME,
@@ -81,6 +86,61 @@ class HotConfig(PopularConfig):
     window_days: float | None = 3.0
 
 
+@dataclass(frozen=True, eq=False)
+class PopularIndex:
+    """What :class:`PopularRetriever` serves from, replaced as a whole on every update
+    (a retrieval running meanwhile sees the old or the new one, never a mix).
+
+    Attributes:
+        log_score: (n_items,) float64 ``log2`` of the decayed popularity with ages measured
+            from the channel's reference time (``-inf``: no positive event). Logarithms keep
+            the order exact however far the events are from the reference (an event a year
+            after the fit weighs ``2 ** 12`` with a 30-day half-life, one hour-old events of a
+            year-old model no less).
+        scores: (n_items,) float32 the popularity as of the newest event counted (what a
+            candidate's score says; may round to 0 for items last clicked long before).
+        order: (n_popular,) int64 items with a positive event, most popular first (ties:
+            lower item index first).
+        item_time: (n_items,) int64 publish time.
+        newest: time of the newest event counted (the reference time while none came after it).
+    """
+
+    log_score: np.ndarray
+    scores: np.ndarray
+    order: np.ndarray
+    item_time: np.ndarray
+    newest: int
+
+
+def _log2(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, np.float64)
+    out = np.full(scores.shape, -np.inf)
+    np.log2(scores, out=out, where=scores > 0)
+    return out
+
+
+def _merge_order(order: np.ndarray, log_score: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """``order`` (most popular first, ties by index) after the scores of ``changed`` rose.
+
+    The changed items are taken out and put back at their new places: a pass over the
+    list, not a sort of the catalogue, for every batch of nearline events.
+    """
+    changed = np.unique(changed)
+    changed = changed[np.isfinite(log_score[changed])]
+    moved = np.zeros(len(log_score), bool)
+    moved[changed] = True
+    rest = order[~moved[order]]
+    neg_rest = -log_score[rest]  # ascending
+    key = -log_score[changed]
+    changed = changed[np.lexsort((changed, key))]  # by (-score, index)
+    key = -log_score[changed]
+    lo = np.searchsorted(neg_rest, key, side="left")
+    hi = np.searchsorted(neg_rest, key, side="right")
+    for j in np.flatnonzero(hi > lo):  # exact ties with unchanged items (rare): by index
+        lo[j] += int(np.searchsorted(rest[lo[j]:hi[j]], changed[j]))
+    return np.insert(rest, lo, changed).astype(np.int64, copy=False)
+
+
 class PopularRetriever(Retriever):
     """The most popular items not excluded for the user (same list for every user).
 
@@ -89,6 +149,14 @@ class PopularRetriever(Retriever):
         order_: (n_popular,) int64 items with a positive score, most popular first.
         item_time_: (n_items,) int64 publish time (``publish_time``, else first event);
             an item published after a request's time is not returned to it.
+        ref_time_: the time the fitted ages are measured from (the newest training event);
+            None for artifacts written before it was kept (nearline events then weigh as
+            much as the newest training event).
+        fitted_scores_ / fitted_item_time_: the fitted arrays, what :meth:`save` writes
+            (nearline events belong to the event log, not to the model).
+
+    :meth:`update` and :meth:`add_items` change the served list while the model is
+    served; ``scores_``, ``order_`` and ``item_time_`` always describe the list served now.
     """
 
     kind = "popular"
@@ -103,14 +171,109 @@ class PopularRetriever(Retriever):
         inter = data.interactions
         weight = decayed_event_weights(inter, cfg.half_life_days, cfg.window_days)
         scores = np.bincount(inter.item_index, weights=weight, minlength=data.n_items)
-        self._set_scores(scores.astype(np.float32), item_publish_time(data))
+        # decayed_event_weights measures ages from the newest event
+        ref_time = int(inter.timestamp.max()) if len(inter) else None
+        self._set_scores(scores.astype(np.float32), item_publish_time(data), ref_time)
         return self
 
-    def _set_scores(self, scores: np.ndarray, item_time: np.ndarray) -> None:
-        self.scores_ = scores
-        self.item_time_ = item_time
-        order = np.argsort(-scores, kind="stable")  # ties: lower item index first
-        self.order_ = order[scores[order] > 0].astype(np.int64)
+    def _set_scores(self, scores: np.ndarray, item_time: np.ndarray, ref_time: int | None) -> None:
+        self.fitted_scores_ = np.asarray(scores, np.float32)
+        self.fitted_item_time_ = np.asarray(item_time, np.int64)
+        self.ref_time_ = ref_time
+        order = np.argsort(-self.fitted_scores_, kind="stable")  # ties: lower item index first
+        order = order[self.fitted_scores_[order] > 0].astype(np.int64)
+        newest = np.iinfo(np.int64).min if ref_time is None else int(ref_time)
+        self.index_ = PopularIndex(_log2(self.fitted_scores_), self.fitted_scores_.copy(), order,
+                                   self.fitted_item_time_.copy(), newest)
+
+    # the served list (properties: one index object, swapped whole)
+    @property
+    def scores_(self) -> np.ndarray:
+        return self.index_.scores
+
+    @property
+    def order_(self) -> np.ndarray:
+        return self.index_.order
+
+    @property
+    def item_time_(self) -> np.ndarray:
+        return self.index_.item_time
+
+    # ------------------------------------------------------------ nearline
+    def _half_life_seconds(self) -> float | None:
+        days = self.config.half_life_days
+        return None if days is None else float(days) * 86_400.0
+
+    def _grown(self, index: PopularIndex, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(log_score, item_time) copies covering ``n`` items (new ones: no event, time unknown)."""
+        m = len(index.log_score)
+        log_score = np.full(max(n, m), -np.inf)
+        log_score[:m] = index.log_score
+        item_time = np.full(max(n, m), UNKNOWN_TIME, np.int64)
+        item_time[:m] = index.item_time
+        return log_score, item_time
+
+    def add_items(self, item_index: np.ndarray, publish_time: np.ndarray) -> None:
+        """Items published after the fit (or re-dated): their publish times, no popularity yet.
+
+        They enter the list with their first positive event (:meth:`update`).
+        """
+        item_index = np.asarray(item_index, np.int64).ravel()
+        publish_time = np.asarray(publish_time, np.int64).ravel()
+        if len(item_index) != len(publish_time) or (item_index < 0).any():
+            raise DataError(f"{self.kind}.add_items: one publish time per item index (>= 0) is needed")
+        if len(item_index) == 0:
+            return
+        index = self.index_
+        log_score, item_time = self._grown(index, int(item_index.max()) + 1)
+        item_time[item_index] = publish_time
+        self.index_ = PopularIndex(log_score, self._scores(log_score, index.newest), index.order, item_time,
+                                   index.newest)
+
+    def update(self, item_index: np.ndarray, times: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Count positive events that arrived after the fit (nearline), decayed like the fitted ones.
+
+        An event at time ``t`` adds ``weight * 2 ** ((t - ref_time_) / half_life)``, the
+        weight the fit would have given it (the list is the one a fit on all the events
+        would serve, up to the ``window_days`` cut, which applies to the fitted events).
+        An item the channel does not know yet gets its first event as its publish time.
+
+        Args:
+            item_index: (N,) int64 internal item indices (new ones may lie beyond the
+                fitted catalogue; negative ones are ignored).
+            times: (N,) int64 event times (seconds).
+            weights: (N,) event weights; default 1 (a count of positive events).
+        """
+        item_index = np.asarray(item_index, np.int64).ravel()
+        times = np.asarray(times, np.int64).ravel()
+        w = np.ones(len(item_index)) if weights is None else np.asarray(weights, np.float64).ravel()
+        if not len(item_index) == len(times) == len(w):
+            raise DataError(f"{self.kind}.update: item_index, times and weights lengths disagree")
+        ok = (item_index >= 0) & (w > 0) & np.isfinite(w)
+        item_index, times, w = item_index[ok], times[ok], w[ok]
+        if len(item_index) == 0:
+            return
+        index = self.index_
+        log_score, item_time = self._grown(index, int(item_index.max()) + 1)
+        unknown = item_time[item_index] == UNKNOWN_TIME
+        if unknown.any():
+            np.minimum.at(item_time, item_index[unknown], times[unknown])
+        half_life = self._half_life_seconds()
+        exponent = np.zeros(len(times))
+        if half_life is not None and self.ref_time_ is not None:
+            exponent = (times - self.ref_time_) / half_life
+        np.logaddexp2.at(log_score, item_index, np.log2(w) + exponent)
+        order = _merge_order(index.order, log_score, item_index)
+        newest = max(index.newest, int(times.max()))
+        self.index_ = PopularIndex(log_score, self._scores(log_score, newest), order, item_time, newest)
+
+    def _scores(self, log_score: np.ndarray, newest: int) -> np.ndarray:
+        """Popularity as of ``newest`` (the fitted scores while nothing came after the reference)."""
+        half_life = self._half_life_seconds()
+        shift = 0.0
+        if half_life is not None and self.ref_time_ is not None and newest > self.ref_time_:
+            shift = (newest - self.ref_time_) / half_life
+        return np.exp2(log_score - shift).astype(np.float32)
 
     def retrieve(self, request: RequestBatch, k: int) -> Candidates:
         """Top-``k`` popular items per user, minus ``request.exclude``.
@@ -122,24 +285,29 @@ class PopularRetriever(Retriever):
         Returns:
             (B, <=k) candidates scored by popularity, ``channel_scores={name: score}``.
         """
+        index = self.index_  # read once: update may swap in a new index meanwhile
+        order, item_time = index.order, index.item_time
         b = len(request)
         max_excluded = int(np.diff(request.exclude.indptr).max(initial=0))
         # popular items published after the earliest request time may be dropped as well
-        future = int((self.item_time_[self.order_] > request.time.min(initial=UNKNOWN_TIME)).sum())
+        future = int((item_time[order] > request.time.min(initial=UNKNOWN_TIME)).sum())
         # enough popular items that k survive even the row with the most exclusions
-        head = self.order_[: k + max_excluded + future]
+        head = order[: k + max_excluded + future]
         items = np.broadcast_to(head, (b, len(head)))
         dropped = exclusion_mask(request.exclude, np.arange(b)[:, None], items)
-        dropped |= self.item_time_[items] > request.time[:, None]
+        dropped |= item_time[items] > request.time[:, None]
         keep = np.argsort(dropped, axis=1, kind="stable")[:, :k]  # kept items first, order intact
         items = np.take_along_axis(items, keep, axis=1)
         valid = ~np.take_along_axis(dropped, keep, axis=1)
         items = np.where(valid, items, PAD)
-        score = np.where(valid, self.scores_[np.maximum(items, 0)], -np.inf).astype(np.float32)
+        score = np.where(valid, index.scores[np.maximum(items, 0)], -np.inf).astype(np.float32)
         return Candidates(items, score, {self.name: score})
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
-        writer.write_arrays(f"{prefix}popular.npz", {"scores": self.scores_, "item_time": self.item_time_})
+        arrays = {"scores": self.fitted_scores_, "item_time": self.fitted_item_time_}
+        if self.ref_time_ is not None:
+            arrays["ref_time"] = np.array([self.ref_time_], np.int64)
+        writer.write_arrays(f"{prefix}popular.npz", arrays)
 
     @classmethod
     def load(cls, reader: ArtifactReader, prefix: str, config: PopularConfig,
@@ -149,7 +317,9 @@ class PopularRetriever(Retriever):
         scores = arrays["scores"].astype(np.float32)
         # artifacts written before publish times were kept: every item counts as published
         item_time = arrays.get("item_time", np.full(len(scores), np.iinfo(np.int64).min))
-        stage._set_scores(scores, item_time.astype(np.int64))
+        ref_time = arrays.get("ref_time")
+        stage._set_scores(scores, item_time.astype(np.int64),
+                          None if ref_time is None or len(ref_time) == 0 else int(ref_time[0]))
         return stage
 
 
