@@ -5,8 +5,10 @@
 * :mod:`~recfunnel.evaluation.topk`: :func:`evaluate_topk` over given lists,
   :func:`full_ranking_evaluate` over the whole catalogue, :func:`format_table`.
 * :mod:`~recfunnel.evaluation.report`: what each funnel stage keeps and costs.
+* :mod:`~recfunnel.evaluation.html_report`: all of it as one self-contained HTML page.
 """
 
+from recfunnel.evaluation.html_report import render_report, write_report
 from recfunnel.evaluation.metrics import (
     auc,
     catalogue_coverage,
@@ -57,4 +59,6 @@ __all__ = [
     "novelty",
     "precision_at_k",
     "recall_at_k",
+    "render_report",
+    "write_report",
 ]

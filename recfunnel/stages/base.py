@@ -50,6 +50,19 @@ class Stage(ABC):
     def is_fitted(self) -> bool:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
 
+    def training_curves(self) -> dict[str, dict]:
+        """Per-epoch curves of the neural models this stage trained, for reports.
+
+        An optional interface: the default (no neural model) is ``{}``; a stage that
+        trains a neural model overrides it, and the curves survive ``save``/``load``.
+
+        Returns:
+            model name -> ``{"train_loss": [float per epoch], "valid_metric": [float per
+            epoch] (empty without validation rows), "metric": name of the validation metric,
+            "best_epoch": 0-based epoch kept (-1 if none)}``.
+        """
+        return {}
+
 
 class Retriever(Stage):
     """A retrieval channel: finds up to ``k`` items for each user of a request."""

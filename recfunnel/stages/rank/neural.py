@@ -133,6 +133,23 @@ class NeuralRanker(FeatureRanker):
         }
         return self
 
+    def training_curves(self) -> dict[str, dict]:
+        """The trainer's per-epoch loss and validation metric (see :meth:`Stage.training_curves`).
+
+        Read from ``train_summary_``, which ``save`` writes into the stage's ``meta.json``,
+        so a loaded model has its curves; a summary without them (not trained here) gives ``{}``.
+        """
+        summary = getattr(self, "train_summary_", None) or {}
+        loss = summary.get("train_loss") or []
+        if not loss:
+            return {}
+        return {self.config.model: {
+            "train_loss": [float(v) for v in loss],
+            "valid_metric": [float(v) for v in summary.get("validation_auc") or []],
+            "metric": summary.get("validation_metric", "auc"),
+            "best_epoch": int(summary.get("best_epoch", -1)),
+        }}
+
     def _score_rows(self, request: RequestBatch, candidates: Candidates, features: FeatureBatch,
                     rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(N,) logits."""
