@@ -1,15 +1,18 @@
 """The ``recfunnel`` command line: a stable contract that other tools call.
 
+    recfunnel split --interactions PATH --out DIR [--by user-time|time|leave-last] [--test-frac 0.2]
     recfunnel fit --interactions PATH [--users PATH] [--items PATH] [--config PATH] --out DIR
     recfunnel recommend --model DIR --users-file PATH --k 50 --out recs.csv
-    recfunnel evaluate --model DIR --test PATH [--k 10,20,50] [--out metrics.json]
+    recfunnel evaluate --model DIR --test PATH [--k 10,20,50] [--out metrics.json] [--report FILE]
     recfunnel simulate --out DIR --users N --items M --days D --seed S
     recfunnel demo [--out DIR]
     recfunnel serve --model DIR [--host 127.0.0.1] [--port 8000] [--events URL] [--api-keys FILE]
 
 Errors caused by the input are printed as one line (``error: ...``) with exit
 status 2; unexpected failures as one line with exit status 1 (``--debug`` shows
-the traceback).
+the traceback). Warnings are one line each, ``warning: ...``. The commands that read
+interactions take ``--user-col``, ``--item-col`` and ``--time-col`` to name the
+file's own columns.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +55,21 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings as one line, ``warning: ...``, not Python's ``cli.py:64: UserWarning`` form."""
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+
+
+def _columns(args: argparse.Namespace, config=None) -> dict[str, str]:
+    """The interaction file's own column names: the flags, else the config's keys."""
+    from recfunnel.data.loaders import column_mapping
+
+    def pick(key: str) -> str | None:
+        return getattr(args, key, None) or (getattr(config, key, None) if config is not None else None)
+
+    return column_mapping(pick("user_col"), pick("item_col"), pick("time_col"))
+
+
 # ---------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> int:
     from recfunnel.config import default_config, load_config
@@ -61,7 +81,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     check_replaceable(args.out)  # fail before the fit, not after it
     config = load_config(args.config) if args.config else default_config()
     t0 = time.perf_counter()
-    interactions = load_interactions(args.interactions)
+    interactions = load_interactions(args.interactions, columns=_columns(args, config))
     users = load_users(args.users) if args.users else None
     items = load_items(args.items) if args.items else None
     data = build_training_data(interactions, users, items)
@@ -81,13 +101,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recfunnel.pipeline.online.funnel import Funnel
     from recfunnel.storage.artifacts import atomic_write_text
 
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(("/", os.sep)):
+        out = out / "recs.csv"  # a folder (existing, or named with a trailing slash) gets the default name
     funnel = Funnel.load(args.model)
     user_ids = read_id_list(args.users_file)
     recs = funnel.recommend(user_ids, args.k, progress=not args.quiet)
     buf = io.StringIO()
     recs.to_csv(buf, index=False, columns=["user_id", "item_id", "rank", "score"], float_format="%.6g")
-    atomic_write_text(args.out, buf.getvalue())
-    _say(f"{len(recs):,} recommendations for {len(user_ids):,} users written to {args.out}")
+    atomic_write_text(out, buf.getvalue())
+    _say(f"{len(recs):,} recommendations for {len(user_ids):,} users written to {out}")
     return 0
 
 
@@ -99,14 +122,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recfunnel.storage.artifacts import atomic_write_text
 
     funnel = Funnel.load(args.model)
-    test = load_interactions(args.test, require_timestamp=False)
-    result = evaluate_funnel(funnel, test, args.k, progress=not args.quiet)
+    test = load_interactions(args.test, require_timestamp=False, columns=_columns(args, funnel.config))
+    result = evaluate_funnel(funnel, test, args.k, progress=not args.quiet, keep_recommendations=bool(args.report))
     print(format_metrics(result["metrics"], args.k))
     print()
     print(format_funnel_report(result["funnel"]))
+    recommendations = result.pop("recommendations", None)  # arrays: for the report, not the JSON
     out = Path(args.out) if args.out else Path(args.model).parent / (Path(args.model).name + ".evaluation.json")
     atomic_write_text(out, json.dumps(result, indent=2, default=float))
     _say(f"metrics written to {out}")
+    if args.report:
+        from recfunnel.evaluation.html_report import write_report
+
+        write_report(args.report, {**result, "recommendations": recommendations}, funnel,
+                     title=f"recfunnel evaluation: {Path(args.model).name}",
+                     run_info={"model": args.model, "test": args.test})
+        _say(f"report written to {args.report}")
     return 0
 
 
@@ -122,6 +153,34 @@ def format_metrics(metrics: dict, ks: Sequence[int]) -> str:
         lines.append("")
         lines.extend(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in extra.items())
     return "\n".join(lines)
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from recfunnel.data.loaders import load_interactions
+    from recfunnel.data.splits import split_interactions
+    from recfunnel.storage.artifacts import atomic_write_text
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    interactions = load_interactions(args.interactions, columns=_columns(args))
+    train, test = split_interactions(interactions, args.by, args.test_frac)
+    for name, part in (("train.csv", train), ("test.csv", test)):
+        atomic_write_text(out / name, _interactions_csv(part))
+    _say(f"split {len(interactions):,} interactions by '{args.by}': {len(train):,} in {out / 'train.csv'}, "
+         f"{len(test):,} in {out / 'test.csv'} ({test['user_id'].nunique():,} test users)")
+    return 0
+
+
+def _interactions_csv(frame) -> str:
+    """CSV with the canonical column names; multi-value cells joined with '|'."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, tuple)).any():
+            frame[col] = frame[col].map(lambda v: "|".join(map(str, v)) if isinstance(v, tuple) else v)
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return buf.getvalue()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -171,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("split", help="split interactions into train.csv and test.csv")
+    p.add_argument("--interactions", required=True, help="CSV/TSV/Parquet/RecBole/GroupLens interactions")
+    p.add_argument("--out", required=True, help="folder to write train.csv and test.csv into")
+    p.add_argument("--by", choices=["user-time", "time", "leave-last"], default="user-time",
+                   help="user-time: each user's newest events (default); time: all events after one "
+                        "cutoff; leave-last: each user's newest event")
+    p.add_argument("--test-frac", type=float, default=0.2, help="share of events held out (user-time, time)")
+    p.set_defaults(func=cmd_split)
+
     p = sub.add_parser("fit", help="train the whole funnel")
     p.add_argument("--interactions", required=True, help="CSV/TSV/Parquet/RecBole/GroupLens interactions")
     p.add_argument("--users", help="optional user table")
@@ -191,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--k", type=_parse_ks, default=[10, 20, 50])
     p.add_argument("--out", help="JSON file for the metrics (default: next to the model)")
+    p.add_argument("--report", help="also write a self-contained HTML report (plots inline) to this file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("simulate", help="generate a synthetic feed platform with ground truth")
@@ -224,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-timeout-ms", type=float, default=100.0, help="a later ranker/re-ranker is skipped")
     p.set_defaults(func=cmd_serve)
 
+    for name in ("split", "fit", "evaluate"):  # the commands that read interactions
+        p = sub.choices[name]
+        p.add_argument("--user-col", help="the interaction file's user id column (default: found by name)")
+        p.add_argument("--item-col", help="the interaction file's item id column (default: found by name)")
+        p.add_argument("--time-col", help="the interaction file's timestamp column (default: found by name)")
     for p in sub.choices.values():
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -232,12 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from recfunnel.runtime import configure_threads
+
+    configure_threads()  # before torch, faiss or numba start their pools (a container may show the host's cores)
+    showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except RecfunnelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         print(f"error: {DataError(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -249,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = showwarning
 
 
 if __name__ == "__main__":

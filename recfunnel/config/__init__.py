@@ -51,6 +51,9 @@ class FunnelConfig:
         retrieval_k: candidates after merging; rank_k: candidates kept by the ranker.
         history_length: items of point-in-time history given to every stage.
         holdout_ratio: share of each user's newest training events the ranker learns to predict.
+        user_col / item_col / time_col: the interaction file's own names of the user, item and
+            timestamp columns (None: found by their usual aliases); ``--user-col`` etc. override
+            them. Kept with the model, so ``evaluate`` reads a test file of the same layout.
     """
 
     channels: tuple[StageSpec, ...]
@@ -61,7 +64,14 @@ class FunnelConfig:
     history_length: int = 100
     holdout_ratio: float = 0.2
     seed: int = 0
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
     fallback: StageSpec = field(default_factory=lambda: make_spec({"kind": "popular", "name": "fallback"}))
+
+
+#: the config keys naming the interaction file's own columns (see FunnelConfig)
+COLUMN_KEYS = ("user_col", "item_col", "time_col")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -186,7 +196,7 @@ def config_from_dict(raw: dict[str, Any]) -> FunnelConfig:
         if raw.get(key) is not None:
             kwargs[key] = make_spec(raw[key], key)
     hints = typing.get_type_hints(FunnelConfig)
-    for key in ("retrieval_k", "rank_k", "history_length", "holdout_ratio", "seed"):
+    for key in ("retrieval_k", "rank_k", "history_length", "holdout_ratio", "seed", *COLUMN_KEYS):
         if key in raw:
             kwargs[key] = _coerce(raw[key], hints[key], key)
     cfg = FunnelConfig(**kwargs)
@@ -194,6 +204,9 @@ def config_from_dict(raw: dict[str, Any]) -> FunnelConfig:
         raise ConfigError("funnel config: retrieval_k, rank_k and history_length must be positive")
     if not 0.0 < cfg.holdout_ratio < 1.0:
         raise ConfigError("funnel config: holdout_ratio must be in (0, 1)")
+    for key in COLUMN_KEYS:
+        if getattr(cfg, key) is not None and not getattr(cfg, key).strip():
+            raise ConfigError(f"funnel config: {key} must name a column, got an empty string")
     return cfg
 
 
@@ -208,7 +221,7 @@ def config_to_dict(cfg: FunnelConfig) -> dict[str, Any]:
     for key in ("ranker", "reranker", "fallback"):
         spec = getattr(cfg, key)
         out[key] = None if spec is None else _spec_to_dict(spec)
-    for key in ("retrieval_k", "rank_k", "history_length", "holdout_ratio", "seed"):
+    for key in ("retrieval_k", "rank_k", "history_length", "holdout_ratio", "seed", *COLUMN_KEYS):
         out[key] = getattr(cfg, key)
     return out
 

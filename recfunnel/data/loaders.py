@@ -244,21 +244,40 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def _has_header(rows: list[list[str]]) -> bool:
+def _is_date(values: list[str]) -> np.ndarray:
+    """Which values parse as dates (with a digit: 'March' alone is not a date)."""
+    if not values:
+        return np.zeros(0, bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, errors="coerce", format="mixed")
+    return parsed.notna().to_numpy() & np.array([any(ch.isdigit() for ch in v) for v in values])
+
+
+def _has_header(rows: list[list[str]], names: frozenset[str] = frozenset()) -> bool:
+    """Whether the first row names the columns.
+
+    It does when it holds a known column name or one of ``names`` (the columns the
+    user named), or when a column reads as text over numbers or dates below it.
+    """
     first = [f.strip() for f in rows[0]]
-    if any(f.lower() in _KNOWN_HEADER_NAMES for f in first):
+    if any(f.lower() in _KNOWN_HEADER_NAMES or f in names for f in first):
         return True
-    for col, name in enumerate(first):
-        if not name or _is_number(name):
-            continue
+    if any(not f or _is_number(f) for f in first) or _is_date(first).any():
+        return False  # a header names every column, and a name is neither a number nor a date
+    for col in range(len(first)):
         below = [r[col].strip() for r in rows[1:] if col < len(r) and r[col].strip()]
-        if below and all(_is_number(v) for v in below):
+        if below and (all(_is_number(v) for v in below) or _is_date(below).all()):
             return True
     return False
 
 
-def _read_table(path: str | Path) -> _RawTable:
-    """Read any supported file into a raw table (columns still untyped)."""
+def _read_table(path: str | Path, names: frozenset[str] = frozenset()) -> _RawTable:
+    """Read any supported file into a raw table (columns still untyped).
+
+    ``names`` are column names the caller expects (the user's column mapping): a
+    first line holding one of them is a header.
+    """
     path = _check_path(path)
     if path.is_dir() or (path.stat().st_size >= 4 and _is_parquet(path)):
         table = _read_parquet(path)
@@ -268,6 +287,9 @@ def _read_table(path: str | Path) -> _RawTable:
     if path.stat().st_size == 0:
         raise _error(path, "empty file")
     text = _decode(path)
+    if "\x00" in text[:65536]:
+        raise _error(path, "binary data (NUL bytes), not a text table: expected CSV/TSV, Parquet, "
+                           "a RecBole atomic file or a GroupLens file")
     lines = _first_lines(text)
     if not lines:
         raise _error(path, "empty file")
@@ -281,14 +303,17 @@ def _read_table(path: str | Path) -> _RawTable:
             lines = [line.replace("::", _ML_1M_SEP) for line in lines]
             sep = _ML_1M_SEP
         else:
-            found = _sniff_delimiter(lines)
+            try:
+                found = _sniff_delimiter(lines)
+            except csv.Error as exc:
+                raise _error(path, f"cannot read as delimited text: {_one_line(exc)}") from exc
             if found is None:
                 raise _error(
                     path, "cannot find the column delimiter (tried comma, tab, semicolon, pipe and '::')"
                 )
             sep = found
         fmt = f"{_DELIMITER_NAMES[sep]}-separated text"
-        header = _has_header(_split_lines(lines[:50], sep))
+        header = _has_header(_split_lines(lines[:50], sep), names)
     try:
         frame = pd.read_csv(
             io.StringIO(text), sep=sep, header=0 if header else None, dtype=object,
@@ -321,8 +346,15 @@ def _present(values: pd.Series) -> pd.Series:
     return values.notna()
 
 
+#: id values that mean "missing" (what pandas and spreadsheets write for a missing value): an id
+#: column holding them has a missing id, not a user or item called "nan"
+MISSING_ID_TOKENS = frozenset({"nan", "NaN", "NAN", "null", "NULL", "Null", "None", "none", "<NA>", "N/A", "n/a",
+                               "#N/A", "NA"})
+
+
 def _to_str(values: pd.Series, *, strip: bool = False) -> pd.Series:
-    """Object column of str, None for missing (and for blank values when ``strip``)."""
+    """Object column of str, None for missing (and for blank values and the
+    :data:`MISSING_ID_TOKENS` when ``strip``, which the id columns use)."""
     present = _present(values)
     if pd.api.types.is_float_dtype(values) and len(values[present]) and (
         values[present] == np.trunc(values[present])
@@ -336,7 +368,7 @@ def _to_str(values: pd.Series, *, strip: bool = False) -> pd.Series:
     out = np.full(len(values), None, dtype=object)
     out[present.to_numpy()] = text.to_numpy(dtype=object)
     if strip:
-        out[out == ""] = None
+        out[pd.Series(out, dtype=object).isin(MISSING_ID_TOKENS | {""}).to_numpy()] = None
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -418,6 +450,13 @@ def _to_timestamp(values: pd.Series, path: Path, name: str) -> np.ndarray:
             raise _error(path, f"column '{name}' has an unusable timestamp {values.iloc[pos]!r} ({_row(values, pos)})")
         return np.trunc(numbers).astype(np.int64)
     text = values.astype(str)
+    as_number = pd.to_numeric(text, errors="coerce")
+    if as_number.notna().any():
+        # numbers and something else: the something else is the bad value (a date among numbers
+        # would be read in another unit than its neighbours)
+        pos = int(as_number.isna().to_numpy().argmax())
+        raise _error(path, f"column '{name}' has an unusable timestamp {values.iloc[pos]!r} ({_row(values, pos)}); "
+                           "the other values are numbers")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
@@ -566,6 +605,10 @@ def _headerless_interactions(table: _RawTable, path: Path) -> pd.DataFrame:
         return pd.DataFrame({"user_id": frame.iloc[:, 0], "item_id": frame.iloc[:, 1], "rating": r, "timestamp": t})
     if k == 3:
         t = _try_numeric(frame.iloc[:, 2])
+        third = frame.iloc[:, 2].dropna().astype(str).tolist()
+        if t is None and third and _is_date(third[:200]).all():  # user, item, date
+            return pd.DataFrame({"user_id": frame.iloc[:, 0], "item_id": frame.iloc[:, 1],
+                                 "timestamp": frame.iloc[:, 2]})
         present = pd.Series([], dtype=float) if t is None else t.dropna()
         if len(present) == 0 or not (present == np.trunc(present)).all() or present.min() < _EPOCH_LIKE:
             raise _error(
@@ -576,13 +619,30 @@ def _headerless_interactions(table: _RawTable, path: Path) -> pd.DataFrame:
     raise _error(path, f"no header line and {k} columns, so the columns cannot be told apart; {hint}")
 
 
-def load_interactions(path: str | Path, *, require_timestamp: bool = True) -> pd.DataFrame:
+#: the column-mapping keys (``--user-col``, ``--item-col``, ``--time-col`` and the config keys
+#: ``user_col``, ``item_col``, ``time_col``) -> the canonical interaction column they name
+COLUMN_MAPPING_KEYS = {"user_col": "user_id", "item_col": "item_id", "time_col": "timestamp"}
+_MAPPING_HINT = "name them with --user-col / --item-col / --time-col (or user_col / item_col / time_col in the config)"
+
+
+def column_mapping(user_col: str | None = None, item_col: str | None = None,
+                   time_col: str | None = None) -> dict[str, str]:
+    """Canonical column -> the file's column name, for the names given (None: found by alias)."""
+    given = {"user_id": user_col, "item_id": item_col, "timestamp": time_col}
+    return {canonical: name for canonical, name in given.items() if name}
+
+
+def load_interactions(path: str | Path, *, require_timestamp: bool = True,
+                      columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Load an interaction log.
 
     Args:
         path: a file (RecBole ``.inter``, ``u.data``, ``ratings.dat``, CSV/TSV, Parquet)
             or a directory of Parquet files.
         require_timestamp: when False, a file without a timestamp column gets ``timestamp = 0``.
+        columns: the file's own names of the canonical columns, e.g. ``{"user_id": "customer",
+            "item_id": "product", "timestamp": "purchased_at"}`` (see :func:`column_mapping`);
+            columns not named here are found by their usual aliases.
 
     Returns:
         DataFrame with ``user_id``, ``item_id`` (str), ``timestamp`` (int64) and the
@@ -591,11 +651,25 @@ def load_interactions(path: str | Path, *, require_timestamp: bool = True) -> pd
     Raises:
         DataError: missing or empty file, unknown layout, missing columns, bad values.
     """
-    table = _read_table(path)
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(INTERACTION_ALIASES))
+    if unknown:
+        raise DataError(f"column mapping: unknown column(s) {unknown}; valid: {sorted(INTERACTION_ALIASES)}")
+    table = _read_table(path, frozenset(columns.values()))
     path = Path(path)
+    if not table.header and columns:
+        raise _error(path, f"no header line, so the columns {sorted(columns.values())} cannot be found; "
+                           "add a header line naming the columns")
     frame = table.frame if table.header else _headerless_interactions(table, path)
     original_columns = [str(c) for c in frame.columns]
-    renames = _canonical_names(original_columns, INTERACTION_ALIASES)
+    absent = [f"{name!r} ({canonical})" for canonical, name in columns.items() if name not in original_columns]
+    if absent:
+        raise _error(path, f"no column {', '.join(absent)} ({table.fmt}); {_columns_found(original_columns)}")
+    renames = {name: canonical for canonical, name in columns.items()}
+    # a column that already bears a mapped canonical name steps aside (its data is kept)
+    renames.update({c: f"{c}_original" for c in original_columns if c in columns and c not in renames})
+    rest = [c for c in original_columns if c not in renames]
+    renames.update(_canonical_names(rest, {k: v for k, v in INTERACTION_ALIASES.items() if k not in columns}))
     frame = frame.rename(columns=renames)
     types = {renames.get(name, name): kind for name, kind in table.recbole_types.items()}
 
@@ -603,7 +677,8 @@ def load_interactions(path: str | Path, *, require_timestamp: bool = True) -> pd
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise _error(
-            path, f"no {' / '.join(missing)} column ({table.fmt}); {_columns_found(original_columns)}"
+            path, f"no {' / '.join(missing)} column ({table.fmt}); {_columns_found(original_columns)}; "
+                  f"{_MAPPING_HINT}"
         )
     frame = frame.copy()
     frame["user_id"] = _to_str(frame["user_id"], strip=True)

@@ -210,3 +210,41 @@ def split_random(
     test = np.zeros(n, bool)
     test[np.random.default_rng(seed).permutation(n)[:n_test]] = True
     return _by_mask(df, test)
+
+
+#: the protocols of ``recfunnel split --by`` (those the benchmarks use)
+SPLIT_PROTOCOLS = ("user-time", "time", "leave-last")
+
+
+def split_interactions(df: pd.DataFrame, by: str = "user-time",
+                       test_fraction: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and test parts of an interaction log, by one of :data:`SPLIT_PROTOCOLS`.
+
+    * ``user-time``: each user's newest ``test_fraction`` of events (:func:`split_user_ratio`;
+      users with one event stay in train): every test user is known to the model.
+    * ``time``: every event at or after one global cutoff (:func:`split_global_time`):
+      the future, as a platform sees it; some test users may be new.
+    * ``leave-last``: each user's newest event (:func:`split_leave_last_n`), the next-item protocol.
+
+    Ties in time keep file order (the later row is the newer), so constant timestamps
+    still split for ``user-time`` and ``leave-last``.
+
+    Raises:
+        DataError: when the protocol leaves the test part or the training part empty.
+    """
+    if by not in SPLIT_PROTOCOLS:
+        raise DataError(f"unknown split protocol {by!r}; use one of {list(SPLIT_PROTOCOLS)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"the test fraction must be in (0, 1), got {test_fraction}")
+    if by == "user-time":
+        train, test = split_user_ratio(df, test_ratio=test_fraction)
+    elif by == "time":
+        train, test = split_global_time(df, test_fraction=test_fraction)
+    else:
+        train, test = split_leave_last_n(df, 1)
+    if len(test) == 0:
+        raise DataError(f"the '{by}' split leaves no test events: every user has a single event"
+                        if by != "time" else "the 'time' split leaves no test events")
+    if len(train) == 0:
+        raise DataError(f"the '{by}' split leaves no training events")
+    return train, test

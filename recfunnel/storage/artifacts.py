@@ -47,12 +47,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: read once: os.umask can only be read by setting it, which is not thread-safe
+_UMASK = _process_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename."""
+    """Write ``data`` to ``path`` via a temp file, fsync and rename.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask),
+    not the 0600 of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -106,6 +121,7 @@ class ArtifactWriter:
         check_replaceable(self.out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.", suffix=".tmp"))
+        os.chmod(self._tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would hide the model from other users
         self._files: dict[str, str] = {}
 
     def _path(self, name: str) -> Path:

@@ -130,6 +130,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, group: torch.T
     if not keep_groups or group is None:
         perm = torch.randperm(n, generator=generator)
         return list(torch.split(perm, batch_size))
+    if n <= batch_size:  # one batch holds every group (torch.arange(batch_size, n) would be empty or invalid)
+        uniq, inv = torch.unique(group, return_inverse=True)
+        order = torch.argsort(torch.randperm(len(uniq), generator=generator)[inv] * n + torch.arange(n), stable=True)
+        return [order] if n > 0 else []
     uniq, inv = torch.unique(group, return_inverse=True)
     group_rank = torch.randperm(len(uniq), generator=generator)[inv]
     order = torch.argsort(group_rank * n + torch.arange(n), stable=True)
@@ -276,6 +280,8 @@ class Trainer:
                         averaged.update()
                     total += float(loss.detach()) * len(batch)
                     count += len(batch)
+                    if cfg.progress and j % 20 == 0:
+                        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
                 seen += count
                 history.train_seconds += time.perf_counter() - t_epoch
                 history.train_loss.append(total / max(count, 1))
@@ -289,6 +295,11 @@ class Trainer:
                     epoch_auc = auc(positive, scores)
                     history.valid_metric = "auc"
                 history.valid_auc.append(epoch_auc)
+                if cfg.progress:
+                    tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history.train_loss[-1]:.4f}, "
+                               f"valid {history.valid_metric} {epoch_auc:.4f}"
+                               f"{' (best)' if epoch_auc > best_auc else ''} "
+                               f"[{time.perf_counter() - t_epoch:.0f}s]")
                 if ckpt_dir is not None:
                     save_state(evaluated, ckpt_dir / f"epoch-{epoch + 1}.pt")
                 if epoch_auc > best_auc:

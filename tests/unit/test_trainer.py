@@ -59,6 +59,9 @@ def test_early_stopping_stops_when_validation_auc_stops_improving():
     # after it to cut at (this raised an IndexError in the default funnel's list-wise training)
     (np.array([40, 45, 50]), 32, 0),
     (np.array([3, 70]), 32, 1),
+    # fewer rows than one batch (60 users x 20 items): torch.arange(batch_size, n) raised
+    (np.array([5, 3, 4]), 1024, 0),
+    (np.array([32]), 32, 0),
 ])
 def test_grouped_batches_never_split_a_group(sizes, batch_size, seed):
     group = torch.as_tensor(np.repeat(np.arange(len(sizes)), sizes))

@@ -28,11 +28,20 @@ def evaluate_funnel(
     item_category: np.ndarray | None = None,
     batch_size: int = 512,
     progress: bool = False,
+    keep_recommendations: bool = False,
 ) -> dict:
     """Metrics of ``funnel`` on ``test`` (columns user_id, item_id[, label]).
 
+    Args:
+        keep_recommendations: also return the lists and what they were judged against (for
+            :func:`~recfunnel.evaluation.html_report.render_report`); arrays, so not JSON.
+
     Returns:
-        dict with ``metrics`` (name -> value), ``funnel`` (the per-stage report) and ``counts``.
+        dict with ``metrics`` (name -> value), ``funnel`` (the per-stage report) and ``counts``;
+        with ``keep_recommendations``, also ``recommendations``: ``user_ids`` (U,) the test users,
+        ``item_index`` (U, max(ks)) int64 item indices best first (-1 padded), ``relevant``
+        (U, n_items) CSR held-out items that can be hit, ``item_popularity`` (n_items,) share of
+        training users per item and ``item_category`` (the argument, or None).
     """
     if "label" in test.columns:
         test = test[test["label"] > 0]
@@ -55,6 +64,12 @@ def evaluate_funnel(
     if seen is not None:
         relevant = (relevant - relevant.multiply(seen > 0)).tocsr()
         relevant.eliminate_zeros()
+    if relevant.nnz == 0:
+        raise DataError(
+            f"no test pair can be scored: of {len(test):,} test interactions, {int((~known_item).sum()):,} are on "
+            f"items the model never saw and {n_before - relevant.nnz:,} were already in the users' training "
+            "history (recommendations exclude them); evaluate on interactions held out from the training "
+            "file, e.g. the test.csv of `recfunnel split`")
     counts = {
         "test_users": int(len(users)),
         "test_users_unknown_to_model": int((funnel.user_ids.index(users) < 0).sum()),
@@ -65,13 +80,20 @@ def evaluate_funnel(
 
     recommended = np.full((len(users), k_max), -1, np.int64)
     reports = []
-    for start in tqdm(range(0, len(users), batch_size), desc="evaluate", unit="batch", disable=not progress):
+    bar = tqdm(total=len(users), desc="evaluate", unit="user", disable=not progress)
+    for start in range(0, len(users), batch_size):
         chunk = users[start:start + batch_size]
         out, traces = funnel.run(funnel.request(chunk), k_max, trace=True)
         width = min(k_max, out.item_index.shape[1])
         recommended[start:start + len(chunk), :width] = out.item_index[:, :width]
         reports.append(funnel_report(traces, relevant[start:start + len(chunk)]))
+        bar.update(len(chunk))
+    bar.close()
     popularity = np.asarray(funnel.history.seen.sum(axis=0)).ravel() / max(funnel.history.n_users, 1)
     metrics = evaluate_topk(recommended, relevant, ks, n_items=len(funnel.item_ids),
                             item_popularity=popularity, item_category=item_category)
-    return {"metrics": metrics, "funnel": merge_reports(reports), "counts": counts}
+    result = {"metrics": metrics, "funnel": merge_reports(reports), "counts": counts}
+    if keep_recommendations:
+        result["recommendations"] = {"user_ids": users, "item_index": recommended, "relevant": relevant,
+                                     "item_popularity": popularity, "item_category": item_category}
+    return result

@@ -73,7 +73,7 @@ def fit_funnel(data: TrainingData, config: FunnelConfig, *, progress: bool = Tru
             labels = labels.reshape(candidates.item_index.shape) & candidates.valid
             bar.update(1)
             bar.set_postfix_str("ranker")
-            ranker = _build(config.ranker).fit_candidates(hist, request, candidates, labels)
+            ranker = _build(config.ranker).fit_candidates(hist, request, candidates, labels, progress=progress)
             found = labels.sum() / max(int(target.sum()), 1)
             say(f"ranker trained on {len(users)} users; retrieval found {found:.1%} of held-out events")
         else:

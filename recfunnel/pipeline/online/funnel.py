@@ -31,6 +31,13 @@ def _trace(stage: str, n_in: np.ndarray, out: Candidates, seconds: float) -> Sta
     return StageTrace(stage, n_in, out.valid.sum(axis=1).astype(np.int64), seconds, out)
 
 
+def _as_id_list(user_ids: Sequence[str] | str) -> list[str]:
+    """A list of ids; one id given as a string (or bytes) is one user, not its characters."""
+    if isinstance(user_ids, str | bytes):
+        return [user_ids.decode() if isinstance(user_ids, bytes) else user_ids]
+    return list(user_ids)
+
+
 class Funnel:
     """A fitted funnel (see :func:`recfunnel.pipeline.offline.fit.fit_funnel`)."""
 
@@ -55,9 +62,13 @@ class Funnel:
         self.reranker = reranker
 
     # --------------------------------------------------------------- serving
-    def request(self, user_ids: Sequence[str], *, time: np.ndarray | int | None = None,
+    def request(self, user_ids: Sequence[str] | str, *, time: np.ndarray | int | None = None,
                 exclude_seen: bool = True) -> RequestBatch:
-        """Request batch for external user ids (unknown users get an empty history)."""
+        """Request batch for external user ids (unknown users get an empty history).
+
+        A single id may be given as a plain string.
+        """
+        user_ids = _as_id_list(user_ids)
         return self.history.request(self.user_ids.index(np.asarray(user_ids, dtype=object)), time=time,
                                     history_length=self.config.history_length, exclude_seen=exclude_seen)
 
@@ -123,20 +134,28 @@ class Funnel:
             candidates = self.rerank(request, candidates, k)
         return candidates, traces
 
-    def recommend(self, user_ids: Sequence[str], k: int, *, batch_size: int = 512,
+    def recommend(self, user_ids: Sequence[str] | str, k: int, *, batch_size: int = 512,
                   progress: bool = False) -> pd.DataFrame:
         """Top-``k`` items for external user ids as a frame ``user_id,item_id,rank,score``.
 
         Items each user had in the training interactions are excluded; unknown users
-        get the cold-start fallback (popular items), never an error.
+        get the cold-start fallback (popular items), never an error. ``user_ids`` may be
+        one id as a string (``funnel.recommend("u1", k=10)``).
+
+        Raises:
+            ValueError: when ``k`` is not a positive integer.
         """
-        user_ids = list(user_ids)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        user_ids = _as_id_list(user_ids)
         frames = []
-        batches = range(0, len(user_ids), batch_size)
-        for start in tqdm(batches, desc="recommend", unit="batch", disable=not progress):
+        bar = tqdm(total=len(user_ids), desc="recommend", unit="user", disable=not progress)
+        for start in range(0, len(user_ids), batch_size):
             chunk = user_ids[start:start + batch_size]
             out, _ = self.run(self.request(chunk), k)
             frames.append(self.to_frame(chunk, out))
+            bar.update(len(chunk))
+        bar.close()
         if not frames:
             return pd.DataFrame({"user_id": [], "item_id": [], "rank": [], "score": []})
         return pd.concat(frames, ignore_index=True)
