@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
 
 BENCHMARKS = [
+    ("make demo: wall time alone and beside a busy process", ["benchmarks/bench_demo.py", "--out", "bench-out/demo.json"]),
     ("ML-100K top-K: default funnel vs implicit", ["benchmarks/bench_ml100k.py", "--out", "bench-out/ml100k.json"]),
     ("Taobao (first 84k events) top-K: the funnel's defaults on sparse data",
      ["benchmarks/bench_taobao.py", "--out", "bench-out/taobao.json"]),

@@ -3,7 +3,7 @@
     recfunnel split --interactions PATH --out DIR [--by user-time|time|leave-last] [--test-frac 0.2]
     recfunnel fit --interactions PATH [--users PATH] [--items PATH] [--config PATH] --out DIR
     recfunnel recommend --model DIR --users-file PATH --k 50 --out recs.csv
-    recfunnel evaluate --model DIR --test PATH [--k 10,20,50] [--out metrics.json] [--report FILE]
+    recfunnel evaluate --model DIR --test PATH [--k 10,20,50] [--out metrics.json] [--report FILE] [--items PATH]
     recfunnel simulate --out DIR --users N --items M --days D --seed S
     recfunnel demo [--out DIR]
     recfunnel serve --model DIR [--host 127.0.0.1] [--port 8000] [--events URL] [--api-keys FILE]
@@ -60,6 +60,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
 
 
+def _output_file(text: str, default_name: str) -> Path:
+    """Where an output goes: a folder (existing, or named with a trailing slash) gets
+    ``default_name`` inside it. Checked before the work, so a bad path fails at once."""
+    out = Path(text)
+    if out.is_dir() or text.endswith(("/", os.sep)):
+        out = out / default_name
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{parent} is a file, so {out} cannot be written")
+            break
+    return out
+
+
 def _columns(args: argparse.Namespace, config=None) -> dict[str, str]:
     """The interaction file's own column names: the flags, else the config's keys."""
     from recfunnel.data.loaders import column_mapping
@@ -81,9 +95,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     check_replaceable(args.out)  # fail before the fit, not after it
     config = load_config(args.config) if args.config else default_config()
     t0 = time.perf_counter()
-    interactions = load_interactions(args.interactions, columns=_columns(args, config))
-    users = load_users(args.users) if args.users else None
-    items = load_items(args.items) if args.items else None
+    columns = _columns(args, config)
+    interactions = load_interactions(args.interactions, columns=columns)
+    users = load_users(args.users, columns.get("user_id")) if args.users else None
+    items = load_items(args.items, columns.get("item_id")) if args.items else None
     data = build_training_data(interactions, users, items)
     _say(f"loaded {len(data.interactions):,} positive interactions, {data.n_users:,} users, "
          f"{data.n_items:,} items in {time.perf_counter() - t0:.1f}s")
@@ -101,9 +116,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recfunnel.pipeline.online.funnel import Funnel
     from recfunnel.storage.artifacts import atomic_write_text
 
-    out = Path(args.out)
-    if out.is_dir() or args.out.endswith(("/", os.sep)):
-        out = out / "recs.csv"  # a folder (existing, or named with a trailing slash) gets the default name
+    out = _output_file(args.out, "recs.csv")
     funnel = Funnel.load(args.model)
     user_ids = read_id_list(args.users_file)
     recs = funnel.recommend(user_ids, args.k, progress=not args.quiet)
@@ -121,23 +134,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recfunnel.pipeline.online.funnel import Funnel
     from recfunnel.storage.artifacts import atomic_write_text
 
+    out = _output_file(args.out, "evaluation.json") if args.out else \
+        Path(args.model).parent / (Path(args.model).name + ".evaluation.json")
+    report = _output_file(args.report, "report.html") if args.report else None
     funnel = Funnel.load(args.model)
-    test = load_interactions(args.test, require_timestamp=False, columns=_columns(args, funnel.config))
-    result = evaluate_funnel(funnel, test, args.k, progress=not args.quiet, keep_recommendations=bool(args.report))
+    columns = _columns(args, funnel.config)
+    test = load_interactions(args.test, require_timestamp=False, columns=columns)
+    category = None
+    if args.items:
+        from recfunnel.data.loaders import load_items
+        from recfunnel.pipeline.offline.evaluate import item_category_codes
+
+        category = item_category_codes(load_items(args.items, columns.get("item_id")), funnel.item_ids.ids,
+                                       args.category_col)
+    result = evaluate_funnel(funnel, test, args.k, progress=not args.quiet, keep_recommendations=bool(args.report),
+                             item_category=category)
     print(format_metrics(result["metrics"], args.k))
     print()
     print(format_funnel_report(result["funnel"]))
     recommendations = result.pop("recommendations", None)  # arrays: for the report, not the JSON
-    out = Path(args.out) if args.out else Path(args.model).parent / (Path(args.model).name + ".evaluation.json")
     atomic_write_text(out, json.dumps(result, indent=2, default=float))
     _say(f"metrics written to {out}")
-    if args.report:
+    if report is not None:
         from recfunnel.evaluation.html_report import write_report
 
-        write_report(args.report, {**result, "recommendations": recommendations}, funnel,
+        write_report(report, {**result, "recommendations": recommendations}, funnel,
                      title=f"recfunnel evaluation: {Path(args.model).name}",
                      run_info={"model": args.model, "test": args.test})
-        _say(f"report written to {args.report}")
+        _say(f"report written to {report}")
     return 0
 
 
@@ -259,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--k", type=_parse_ks, default=[10, 20, 50])
     p.add_argument("--out", help="JSON file for the metrics (default: next to the model)")
+    p.add_argument("--items", help="optional item table: category diversity and coverage in the metrics and report")
+    p.add_argument("--category-col", help="the item table's category column (default: category, genre(s), "
+                                          "class, ...; a list gives its first value)")
     p.add_argument("--report", help="also write a self-contained HTML report (plots inline) to this file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -316,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecfunnelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+    except OSError as e:  # a path that cannot be read or written (missing, a folder, no permission, disk full)
         print(f"error: {DataError(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

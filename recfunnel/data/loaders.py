@@ -738,16 +738,20 @@ def _headerless_entities(table: _RawTable, entity: str, path: Path) -> pd.DataFr
     )
 
 
-def _load_entities(path: str | Path, entity: str) -> pd.DataFrame:
+def _load_entities(path: str | Path, entity: str, id_column: str | None = None) -> pd.DataFrame:
     id_col = f"{entity}_id"
     aliases = (USER_ID_ALIASES if entity == "user" else ITEM_ID_ALIASES) + ("id",)
-    table = _read_table(path)
+    table = _read_table(path, frozenset({id_column}) if id_column else frozenset())
     path = Path(path)
     if not table.header:
         frame = _headerless_entities(table, entity, path)
     else:
         raw = table.frame
-        renames = _canonical_names([str(c) for c in raw.columns], {id_col: aliases})
+        columns = [str(c) for c in raw.columns]
+        if id_column and id_column in columns:  # the name the user gave the id column of the interactions
+            renames = {id_column: id_col} | {c: f"{c}_original" for c in columns if c == id_col and c != id_column}
+        else:
+            renames = _canonical_names(columns, {id_col: aliases})
         raw = raw.rename(columns=renames)
         if id_col not in raw.columns:
             raise _error(
@@ -764,28 +768,32 @@ def _load_entities(path: str | Path, entity: str) -> pd.DataFrame:
     return frame.drop(columns=[id_col])
 
 
-def load_users(path: str | Path) -> pd.DataFrame:
+def load_users(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     """Load a user table (RecBole ``.user``, ``u.user``, ``users.dat``, CSV/TSV, Parquet).
 
     Args:
         path: the file (or a directory of Parquet files).
+        id_column: the id column's own name (``--user-col``); when the table has no column
+            of that name, the id column is found by its usual aliases.
 
     Returns:
         DataFrame indexed by ``user_id`` (str); column kinds as in the module docstring.
     """
-    return _load_entities(path, "user")
+    return _load_entities(path, "user", id_column)
 
 
-def load_items(path: str | Path) -> pd.DataFrame:
+def load_items(path: str | Path, id_column: str | None = None) -> pd.DataFrame:
     """Load an item table (RecBole ``.item``, ``u.item``, ``movies.dat``, CSV/TSV, Parquet).
 
     Args:
         path: the file (or a directory of Parquet files).
+        id_column: the id column's own name (``--item-col``); when the table has no column
+            of that name, the id column is found by its usual aliases.
 
     Returns:
         DataFrame indexed by ``item_id`` (str); column kinds as in the module docstring.
     """
-    return _load_entities(path, "item")
+    return _load_entities(path, "item", id_column)
 
 
 def read_id_list(path: str | Path) -> list[str]:
@@ -803,7 +811,10 @@ def read_id_list(path: str | Path) -> list[str]:
     path = _check_path(path)
     if path.is_dir():
         raise _error(path, "is a directory, expected a text file with one user id per line")
-    ids = [line.strip() for line in _decode(path).splitlines() if line.strip()]
+    text = _decode(path)
+    if "\x00" in text:
+        raise _error(path, "binary data (NUL bytes), expected a text file with one user id per line")
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
     if ids and ids[0].lower() in USER_ID_ALIASES:
         ids = ids[1:]
     if not ids:

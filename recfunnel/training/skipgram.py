@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from recfunnel.data.graph import Sequences
 from recfunnel.errors import ConfigError
+from recfunnel.training.progress import progress_enabled
 
 #: tokens per chunk of sequences whose window pairs are built at once (bounds pair memory)
 _CHUNK_TOKENS = 1 << 20
@@ -353,7 +354,7 @@ def train_skipgram(
     sequences: Sequences,
     config: SkipGramConfig,
     *,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> SkipGramResult:
     """Fit ``model`` with SGNS on the window pairs of ``sequences``.
 
@@ -363,7 +364,8 @@ def train_skipgram(
             (``sparse=False``), with "sparse_adam" sparse.
         sequences: item sequences (sessions or walks); items index ``model.context``.
         config: training options.
-        progress: show a tqdm bar over mini-batches.
+        progress: show a tqdm bar over mini-batches (None: inside
+            :func:`~recfunnel.training.progress.show_progress`, as a funnel fit sets it).
 
     Returns:
         per-epoch mean pair losses and the number of pairs each item was the centre of.
@@ -408,7 +410,9 @@ def train_skipgram(
     result = SkipGramResult(centre_counts=np.zeros(n_items, np.int64))
     if n_items == 0 or len(sequences) == 0 or noise_cdf[-1] <= 0:
         return result
-    bar = tqdm(desc="skip-gram", unit="batch", disable=not progress)
+    if progress is None:
+        progress = progress_enabled()
+    bar = tqdm(desc="skip-gram", unit="batch", disable=not progress, leave=False)
     for epoch in range(config.epochs):  # loops over epochs, chunks and batches only
         shuffled = sequences.take(rng.permutation(len(sequences)))
         if config.subsample > 0:

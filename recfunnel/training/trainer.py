@@ -13,6 +13,7 @@ import contextlib
 import copy
 import functools
 import io
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +300,7 @@ class Trainer:
                     tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history.train_loss[-1]:.4f}, "
                                f"valid {history.valid_metric} {epoch_auc:.4f}"
                                f"{' (best)' if epoch_auc > best_auc else ''} "
-                               f"[{time.perf_counter() - t_epoch:.0f}s]")
+                               f"[{time.perf_counter() - t_epoch:.0f}s]", file=sys.stderr)
                 if ckpt_dir is not None:
                     save_state(evaluated, ckpt_dir / f"epoch-{epoch + 1}.pt")
                 if epoch_auc > best_auc:

@@ -245,3 +245,52 @@ def test_constant_timestamps_split_by_file_order(tmp_path):
         warnings.simplefilter("error")
         train, test = split_interactions(load_interactions(tmp_path / "t.csv"), "user-time", 0.4)
     assert test.groupby("user_id")["item_id"].apply(sorted).to_dict() == {u: ["i3", "i4"] for u in ("u0", "u1", "u2")}
+
+
+def test_outputs_to_a_folder_and_bad_output_paths(tour, capsys):
+    model = str(tour / "runs" / "own")
+    test = str(tour / "data" / "test.csv")
+    (tour / "reports").mkdir()
+    assert main(["evaluate", "--model", model, "--test", test, "--report", str(tour / "reports"),
+                 "--out", str(tour / "reports") + "/", "--quiet"]) == 0
+    assert (tour / "reports" / "report.html").is_file() and (tour / "reports" / "evaluation.json").is_file()
+    capsys.readouterr()
+    # a file where a folder should be: one line, exit 2, before any work is done
+    assert main(["evaluate", "--model", model, "--test", test, "--report", str(tour / "purchases.csv") + "/r.html",
+                 "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "is a file" in captured.err and captured.out == ""
+
+
+def test_a_binary_users_file_is_an_input_error(tour, capsys):
+    (tour / "users.bin").write_bytes(b"\xff\xfe\x00junk\n")
+    assert main(["recommend", "--model", str(tour / "runs" / "own"), "--users-file", str(tour / "users.bin"),
+                 "--out", str(tour / "r.csv"), "--quiet"]) == 2
+    assert "binary data" in capsys.readouterr().err
+
+
+def test_evaluate_reads_categories_from_an_item_table(tour):
+    import json
+
+    pd.DataFrame({"item_id": [f"prod-{i:02d}" for i in range(20)],
+                  "genres": [f"g{i % 4}|x" for i in range(20)]}).to_csv(tour / "items.csv", index=False)
+    out = _cli("evaluate", "--model", "runs/own", "--test", "data/test.csv", "--items", "items.csv", "--out",
+               "cat.json", "--report", "cat.html", "--quiet", cwd=tour)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tour / "cat.json").read_text())["metrics"]
+    assert 0.0 < metrics["diversity_category@10"] <= 1.0
+    html = (tour / "cat.html").read_text()
+    section = html[html.index('id="categories"'):]
+    assert "no category data" not in section[:2000] and "categories in the catalogue" in section
+    bad = _cli("evaluate", "--model", "runs/own", "--test", "data/test.csv", "--items", "items.csv",
+               "--category-col", "colour", "--quiet", cwd=tour)
+    assert bad.returncode == 2 and "no item column 'colour'" in bad.stderr
+
+
+def test_the_id_column_of_user_and_item_tables_follows_the_mapping(tmp_path):
+    from recfunnel.data.loaders import load_items, load_users
+
+    (tmp_path / "products.csv").write_text("product,colour\np1,red\np2,blue\n")
+    assert load_items(tmp_path / "products.csv", "product")["colour"].to_dict() == {"p1": "red", "p2": "blue"}
+    (tmp_path / "users.csv").write_text("user_id,age\nu1,30\n")  # the usual name still works
+    assert load_users(tmp_path / "users.csv", "customer").index.tolist() == ["u1"]

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from recfunnel.config import config_from_dict, default_config
 from recfunnel.data.dataset import build_training_data
@@ -19,7 +18,7 @@ from recfunnel.data.loaders import load_interactions, load_items, load_users
 from recfunnel.data.splits import split_global_time
 from recfunnel.evaluation import format_funnel_report
 from recfunnel.evaluation.html_report import write_report
-from recfunnel.pipeline.offline.evaluate import evaluate_funnel
+from recfunnel.pipeline.offline.evaluate import evaluate_funnel, item_category_codes
 from recfunnel.pipeline.offline.fit import fit_funnel
 
 DEMO_USERS = 2_000
@@ -56,7 +55,7 @@ def run_demo(out: Path, *, progress: bool = True, log: Callable[[str], None] = p
     funnels["default funnel"].save(out / "model")
     log("[3/4] evaluating on the held-out days (full ranking, training items excluded)")
     oracle = Oracle.load(sim_dir)
-    category = _item_category(funnels["default funnel"], items)
+    category = item_category_codes(items, funnels["default funnel"].item_ids.ids, "category")
     results = {}
     for name, funnel in funnels.items():
         # the evaluation's own lists give the oracle's score and the report: the funnel runs once
@@ -87,14 +86,6 @@ def run_demo(out: Path, *, progress: bool = True, log: Callable[[str], None] = p
     print(f"\ndemo finished in {time.perf_counter() - t_start:.0f}s; model in {out / 'model'}")
     print(f"report: {report}")
     return 0
-
-
-def _item_category(funnel, items: pd.DataFrame) -> np.ndarray | None:
-    if "category" not in items.columns:
-        return None
-    cats = items["category"].reindex(pd.Index(funnel.item_ids.ids, dtype=object))
-    codes, _ = pd.factorize(cats)
-    return codes.astype(np.int64)
 
 
 def _table(rows: dict[str, dict[str, float]]) -> str:

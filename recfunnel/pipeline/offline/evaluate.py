@@ -19,6 +19,38 @@ from recfunnel.errors import DataError
 from recfunnel.evaluation import evaluate_topk, funnel_report, merge_reports
 from recfunnel.pipeline.online.funnel import Funnel
 
+#: item columns taken as the category (first found; a multi-value column gives its first value)
+CATEGORY_COLUMNS = ("category", "category_id", "cate_id", "genre", "genres", "class")
+
+
+def item_category_codes(items: pd.DataFrame, item_ids: Sequence[str], column: str | None = None) -> np.ndarray | None:
+    """(n_items,) int64 category code of each of ``item_ids`` (-1: unknown), or None without one.
+
+    Args:
+        items: an item table indexed by item id (:func:`~recfunnel.data.loaders.load_items`).
+        item_ids: the model's item ids, in its index order.
+        column: the category column; default the first of :data:`CATEGORY_COLUMNS` present.
+
+    >>> items = pd.DataFrame({"genres": [("Drama", "War"), ("Comedy",), ()]}, index=["a", "b", "c"])
+    >>> item_category_codes(items, ["b", "a", "c", "z"]).tolist()
+    [0, 1, -1, -1]
+    """
+    if column is None:
+        column = next((c for c in items.columns if str(c).lower() in CATEGORY_COLUMNS), None)
+        if column is None:
+            return None
+    elif column not in items.columns:
+        raise DataError(f"no item column '{column}'; columns found: {[str(c) for c in items.columns]}")
+
+    def first(value: object) -> object:
+        if isinstance(value, tuple | list):
+            return value[0] if len(value) else None
+        return value
+
+    values = items[column].map(first).reindex(pd.Index(np.asarray(item_ids, dtype=object), dtype=object))
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64)
+
 
 def evaluate_funnel(
     funnel: Funnel,

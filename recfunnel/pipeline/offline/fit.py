@@ -28,6 +28,7 @@ from recfunnel.data.dataset import TrainingData
 from recfunnel.data.splits import user_temporal_holdout_mask
 from recfunnel.pipeline.online.funnel import Funnel
 from recfunnel.storage.user_history import UserHistoryStore
+from recfunnel.training.progress import show_progress
 
 
 def _build(spec: StageSpec):
@@ -46,7 +47,17 @@ def _fit_retrieval(config: FunnelConfig, data: TrainingData, bar: tqdm, label: s
 
 def fit_funnel(data: TrainingData, config: FunnelConfig, *, progress: bool = True,
                log: Callable[[str], None] | None = None) -> Funnel:
-    """Train every stage of ``config`` on ``data`` and return the fitted :class:`Funnel`."""
+    """Train every stage of ``config`` on ``data`` and return the fitted :class:`Funnel`.
+
+    With ``progress``, a bar over the steps, and the trainers inside the stages (the
+    ranker's epochs, skip-gram, ALS and BPR) show their own bars with ETAs.
+    """
+    with show_progress(progress):
+        return _fit_funnel(data, config, progress=progress, log=log)
+
+
+def _fit_funnel(data: TrainingData, config: FunnelConfig, *, progress: bool,
+                log: Callable[[str], None] | None) -> Funnel:
     say = log or (lambda _msg: None)
     n_steps = 2 * len(config.channels) + 4
     bar = tqdm(total=n_steps, desc="fit", unit="step", disable=not progress)

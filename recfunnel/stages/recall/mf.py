@@ -63,6 +63,7 @@ from recfunnel.index import INDEX_KINDS, build_index, load_index
 from recfunnel.stages.base import Retriever
 from recfunnel.stages.recall.sparse import exclusion_mask
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+from recfunnel.training.progress import progress_enabled
 from recfunnel.types import PAD, Candidates, RequestBatch
 
 _SECONDS_PER_DAY = 86_400.0
@@ -309,7 +310,7 @@ class ALSRetriever(FactorRetriever):
                 factors=cfg.factors, regularization=cfg.regularization, alpha=1.0, dtype=np.float32,
                 iterations=cfg.iterations, num_threads=cfg.num_threads, random_state=cfg.seed,
             )
-            model.fit(confidence, show_progress=False)
+            model.fit(confidence, show_progress=progress_enabled())
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self._restore({})
@@ -397,7 +398,7 @@ class BPRRetriever(FactorRetriever):
                 dtype=np.float32, iterations=cfg.iterations, num_threads=cfg.num_threads,
                 random_state=cfg.seed,
             )
-            model.fit(positives, show_progress=False)
+            model.fit(positives, show_progress=progress_enabled())
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
 
