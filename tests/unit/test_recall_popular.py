@@ -205,8 +205,9 @@ def test_nearline_events_give_the_list_a_fit_on_all_events_gives(config) -> None
     rng = np.random.default_rng(3)
     items = [f"i{i}" for i in range(12)]
     fitted = [(f"u{j}", str(rng.choice(items[:10])), int(rng.integers(0, 20 * DAY))) for j in range(200)]
-    # later events, some on items the fit never saw; a year after the fit (2 ** 12 with 30 days)
-    late = _events_after_the_fit(rng, 60, items, 365 * DAY, 2 * DAY)
+    # later events, some on items the fit never saw, starting within a half-life of the training data
+    # (the hot channel's 6 hours); their span, 2 days, is 8 of hot's half-lives
+    late = _events_after_the_fit(rng, 60, items, max(t for _, _, t in fitted) + 3600, 2 * DAY)
     refit = PopularRetriever(config).fit(_data(fitted + late))
     channel = PopularRetriever(config).fit(_data(fitted))
     ids = _data(fitted + late).item_ids
@@ -219,7 +220,7 @@ def test_nearline_events_give_the_list_a_fit_on_all_events_gives(config) -> None
     assert got == ids.to_ids(refit.order_).tolist()
     np.testing.assert_allclose(channel.scores_[extended.index(np.array(got, dtype=object))],
                                refit.scores_[ids.index(np.array(got, dtype=object))], rtol=1e-5)
-    out = channel.retrieve(_request(1, len(extended), time=400 * DAY), k=5)
+    out = channel.retrieve(_request(1, len(extended), time=40 * DAY), k=5)
     assert extended.to_ids(out.item_index[0]).tolist() == got[:5]
 
 
@@ -233,7 +234,9 @@ def test_a_published_item_enters_with_its_first_events_and_not_before_its_publis
     assert channel.retrieve(_request(1, 3, time=49 * DAY), k=5).item_index.tolist() == [[0, 1, -1]]  # not out yet
     # the scores are as of the newest event: the new item's three clicks of the last minutes count ~3
     assert channel.scores_[2] == pytest.approx(3.0, rel=1e-3)
-    newest = 50 * DAY + 120
+    # 48 idle days between the training data and the first click count as one half-life (30 days)
+    assert channel.idle_offset_ == 18 * DAY
+    newest = 50 * DAY + 120 - channel.idle_offset_
     assert channel.scores_[0] == pytest.approx(2 ** (-newest / (30 * DAY)) + 2 ** (-(newest - DAY) / (30 * DAY)),
                                                rel=1e-5)
 
@@ -258,3 +261,19 @@ def test_save_writes_the_fitted_popularity_not_the_nearline_events(tmp_path) -> 
     assert loaded.ref_time_ == 2 * DAY
     loaded.update(np.array([1, 1, 1]), np.array([3 * DAY] * 3))
     np.testing.assert_array_equal(loaded.scores_, channel.scores_)
+
+
+def test_a_model_served_long_after_its_data_keeps_its_popularity_scale() -> None:
+    fitted = [("u1", "a", 0), ("u2", "a", DAY), ("u3", "b", 2 * DAY), ("u4", "b", 2 * DAY), ("u5", "c", 2 * DAY)]
+    channel = PopularRetriever(PopularConfig(half_life_days=30.0)).fit(_data(fitted))
+    before = channel.scores_.copy()
+    year = 2 * DAY + 365 * DAY
+    channel.update(np.array([2, 2]), np.array([year, year + 60]))  # 'c' clicked twice, a year later
+    assert channel.idle_offset_ == 365 * DAY - 30 * DAY
+    # the year counts as one half-life: the fitted scores halve (a refit would make them ~2 ** -12)
+    np.testing.assert_allclose(channel.scores_[:2], before[:2] / 2, rtol=1e-4)
+    assert channel.scores_[2] == pytest.approx(before[2] / 2 + 2, rel=1e-4)
+    assert channel.order_.tolist() == [2, 1, 0]
+    # later events decay the earlier ones as usual from there on
+    channel.update(np.array([0]), np.array([year + 30 * DAY]))
+    assert channel.scores_[2] == pytest.approx((before[2] / 2 + 2) / 2, rel=1e-3)

@@ -180,6 +180,7 @@ class PopularRetriever(Retriever):
         self.fitted_scores_ = np.asarray(scores, np.float32)
         self.fitted_item_time_ = np.asarray(item_time, np.int64)
         self.ref_time_ = ref_time
+        self.idle_offset_: int | None = None  # set by the first nearline events (see update)
         order = np.argsort(-self.fitted_scores_, kind="stable")  # ties: lower item index first
         order = order[self.fitted_scores_[order] > 0].astype(np.int64)
         newest = np.iinfo(np.int64).min if ref_time is None else int(ref_time)
@@ -238,6 +239,12 @@ class PopularRetriever(Retriever):
         would serve, up to the ``window_days`` cut, which applies to the fitted events).
         An item the channel does not know yet gets its first event as its publish time.
 
+        The idle time between the newest training event and the first event counted here
+        weighs at most one half-life (``idle_offset_`` is the rest, taken off every later
+        event's time): a model fitted on last year's log and served today keeps its fitted
+        popularity on the scale its ranker learned, halved, where a refit would decay it to
+        zero. Events within a half-life of the training data get exactly a refit's weights.
+
         Args:
             item_index: (N,) int64 internal item indices (new ones may lie beyond the
                 fitted catalogue; negative ones are ignored).
@@ -261,7 +268,12 @@ class PopularRetriever(Retriever):
         half_life = self._half_life_seconds()
         exponent = np.zeros(len(times))
         if half_life is not None and self.ref_time_ is not None:
-            exponent = (times - self.ref_time_) / half_life
+            if self.idle_offset_ is None:
+                # the time between the training data's end and the first served event counts at most
+                # one half-life: a model served a year after its data (the ML-100K tour) would otherwise
+                # see every fitted item's score, a ranker feature, fall to 0 at the first click
+                self.idle_offset_ = int(max(0.0, float(times.min() - self.ref_time_) - half_life))
+            exponent = (times - self.idle_offset_ - self.ref_time_) / half_life
         np.logaddexp2.at(log_score, item_index, np.log2(w) + exponent)
         order = _merge_order(index.order, log_score, item_index)
         newest = max(index.newest, int(times.max()))
@@ -271,8 +283,9 @@ class PopularRetriever(Retriever):
         """Popularity as of ``newest`` (the fitted scores while nothing came after the reference)."""
         half_life = self._half_life_seconds()
         shift = 0.0
-        if half_life is not None and self.ref_time_ is not None and newest > self.ref_time_:
-            shift = (newest - self.ref_time_) / half_life
+        offset = self.idle_offset_ or 0
+        if half_life is not None and self.ref_time_ is not None and newest - offset > self.ref_time_:
+            shift = (newest - offset - self.ref_time_) / half_life
         return np.exp2(log_score - shift).astype(np.float32)
 
     def retrieve(self, request: RequestBatch, k: int) -> Candidates:
