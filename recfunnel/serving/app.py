@@ -86,7 +86,7 @@ def _default_state_factory(funnel, store):
 
 
 def _default_store_factory(url: str):
-    from recfunnel.storage.events import open_event_store
+    from recfunnel.storage.stores import open_event_store
 
     return open_event_store(url)
 

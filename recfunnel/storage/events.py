@@ -20,9 +20,9 @@ Contract of every backend:
 Backends: :class:`MemoryEventStore` (unit tests),
 :class:`~recfunnel.storage.sqlite_events.SQLiteEventStore` (the embedded
 default) and :class:`~recfunnel.storage.redis_events.RedisEventStore`; pick one by
-URL with :func:`open_event_store`.
+URL with :func:`recfunnel.storage.stores.open_event_store`.
 
->>> store = open_event_store("memory://")
+>>> store = MemoryEventStore()
 >>> store.append([Event("e1", "u1", "i1", "click", 1_700_000_000),
 ...               Event("e1", "u1", "i1", "click", 1_700_000_000)])
 [True, False]
@@ -153,37 +153,3 @@ class MemoryEventStore(EventStore):
 
     def close(self) -> None:
         pass
-
-
-def open_event_store(url: str) -> EventStore:
-    """Open an event store by URL.
-
-    * ``memory://`` — :class:`MemoryEventStore`.
-    * ``sqlite:///relative/events.db`` or ``sqlite:////absolute/events.db`` (SQLAlchemy's
-      convention: the path is what follows ``sqlite:///``) — the embedded default.
-    * ``redis://host:port/db`` — Redis; optional query ``?key=NAME`` (key prefix, default
-      ``recfunnel:events``) and ``require_durable=0`` to accept a server without
-      ``appendonly yes`` + ``appendfsync always`` (refused by default).
-
-    Raises:
-        StorageError: unknown scheme, or the backend cannot be opened.
-    """
-    if not isinstance(url, str):
-        raise StorageError(f"event store URL must be a string, got {url!r}")
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise StorageError(f"event store URL '{url}' has no scheme (memory://, sqlite:///PATH, redis://HOST:PORT/DB)")
-    if scheme == "memory":
-        return MemoryEventStore()
-    if scheme == "sqlite":
-        from recfunnel.storage.sqlite_events import SQLiteEventStore
-
-        path = rest[1:] if rest.startswith("/") else rest
-        if not path:
-            raise StorageError(f"event store URL '{url}' names no file (sqlite:///PATH)")
-        return SQLiteEventStore(path)
-    if scheme in ("redis", "rediss", "unix"):
-        from recfunnel.storage.redis_events import RedisEventStore
-
-        return RedisEventStore.from_url(url)
-    raise StorageError(f"unknown event store scheme '{scheme}' in '{url}' (memory, sqlite, redis)")

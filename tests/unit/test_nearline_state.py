@@ -19,7 +19,8 @@ from recfunnel.pipeline.offline.fit import fit_funnel
 from recfunnel.stages.recall.lookalike import LookalikeRetriever
 from recfunnel.stages.recall.new_items import NewItemRetriever
 from recfunnel.stages.recall.popular import PopularRetriever
-from recfunnel.storage.events import Event, MemoryEventStore, open_event_store
+from recfunnel.storage.events import Event, MemoryEventStore
+from recfunnel.storage.stores import open_event_store
 from recfunnel.types import Candidates
 
 T0 = 1_700_000_000

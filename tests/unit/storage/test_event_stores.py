@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from recfunnel.storage.events import Event, MemoryEventStore, StorageError, open_event_store
+from recfunnel.storage.events import Event, MemoryEventStore, StorageError
 from recfunnel.storage.redis_events import RedisEventStore
 from recfunnel.storage.sqlite_events import SQLiteEventStore
+from recfunnel.storage.stores import open_event_store
 from recfunnel.testing.redis_server import running_redis_or_skip
 
 T0 = 1_700_000_000
@@ -169,7 +170,8 @@ def test_redis_refuses_a_server_that_does_not_fsync(tmp_path):
 
 _WRITER = """
 import sys
-from recfunnel.storage.events import Event, open_event_store
+from recfunnel.storage.events import Event
+from recfunnel.storage.stores import open_event_store
 store = open_event_store(sys.argv[1])
 i = 0
 while True:
