@@ -103,7 +103,7 @@ def measure_cost(model: Path, port: int, users: list[str], k: int, blocks: int, 
     """p50 of three paths, one request at a time, for the same users, in alternating blocks."""
     from recfunnel.pipeline.nearline.state import NearlineState
     from recfunnel.pipeline.online.funnel import Funnel
-    from recfunnel.serving.budget import Budget, BudgetedRunner
+    from recfunnel.pipeline.online.runners import Budget, BudgetedRunner
     from recfunnel.storage.events import open_event_store
 
     funnel = Funnel.load(model)
@@ -117,7 +117,7 @@ def measure_cost(model: Path, port: int, users: list[str], k: int, blocks: int, 
         funnel.run(funnel.request([user], time=int(time.time())), k)
 
     def service(user: str) -> None:
-        runner.run(funnel, state.request([user], funnel=funnel), k)
+        funnel.run(state.request([user], funnel=funnel), k, trace=True, runner=runner.start())
 
     async def http_block(block: list[str]) -> list[float]:
         out = []

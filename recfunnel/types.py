@@ -19,6 +19,13 @@ import scipy.sparse as sp
 
 PAD = -1
 
+#: provenance name (in ``Candidates.channel_scores``) of the items the fallback channel added
+FALLBACK = "fallback"
+
+#: :attr:`StageTrace.status` values: ran; late (dropped); raised (dropped); skipped because
+#: earlier calls of the stage still hang; skipped because no time was left in the budget
+OK, TIMEOUT, ERROR, BUSY, SKIPPED = "ok", "timeout", "error", "busy", "skipped"
+
 
 @dataclass(frozen=True)
 class RequestBatch:
@@ -166,18 +173,24 @@ class FeatureBatch:
 
 @dataclass(frozen=True)
 class StageTrace:
-    """What one stage did to one request batch (for debug output and funnel reports).
+    """What one stage did to one request batch (for debug output, funnel reports and the service).
 
     Attributes:
-        stage: stage name ("retrieval", "prerank", "rank", "rerank") or "retrieval:<channel>".
+        stage: stage name ("retrieval", "prerank", "rank", "rerank"), "retrieval:<channel>",
+            or "retrieval:fallback" (only when the fallback failed and a static list replaced it).
         n_in: (B,) int64 candidates entering the stage per user (0 for retrieval).
-        n_out: (B,) int64 candidates leaving it per user.
+        n_out: (B,) int64 candidates leaving it per user (0 unless the stage ran).
         seconds: wall time of the stage for the whole batch.
-        candidates: the stage's output.
+        candidates: the stage's output; None when it did not run (``status`` not ok), except
+            for "retrieval:fallback", which carries the static list used instead.
+        status: ``ok``, ``timeout``, ``error``, ``busy`` or ``skipped`` (see :data:`OK`).
+        error: the exception's one-line description when it raised.
     """
 
     stage: str
     n_in: np.ndarray
     n_out: np.ndarray
     seconds: float
-    candidates: Candidates
+    candidates: Candidates | None
+    status: str = OK
+    error: str | None = None

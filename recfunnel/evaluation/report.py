@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recfunnel.evaluation.metrics import recall_at_k
-from recfunnel.types import StageTrace
+from recfunnel.types import Candidates, StageTrace
 
 __all__ = ["funnel_report", "merge_reports", "format_funnel_report"]
 
@@ -35,7 +35,7 @@ def funnel_report(
     Returns:
         A list of dicts, one per stage, with keys:
 
-        * ``stage``: stage name;
+        * ``stage``: stage name (a stage that did not run, status not ok, kept no candidates);
         * ``n_users``: B; ``n_users_relevant``: users with >= 1 held-out item;
         * ``candidates_in`` / ``candidates_out``: mean ``n_in`` / ``n_out`` over the B users;
         * ``recall``: mean candidate recall over users with held-out items (NaN if none);
@@ -53,12 +53,14 @@ def funnel_report(
     rows = []
     for trace in traces:
         n_users = len(trace.n_out)
-        if relevant.shape[0] != n_users or len(trace.candidates) != n_users:
+        # a stage that did not run (status not ok) kept nothing of its own
+        candidates = Candidates.empty(n_users) if trace.candidates is None else trace.candidates
+        if relevant.shape[0] != n_users or len(candidates) != n_users:
             raise ValueError(
                 f"stage {trace.stage!r}: trace has {n_users} users, candidates "
-                f"{len(trace.candidates)}, relevant {relevant.shape[0]} rows"
+                f"{len(candidates)}, relevant {relevant.shape[0]} rows"
             )
-        recall = recall_at_k(trace.candidates.item_index, relevant)
+        recall = recall_at_k(candidates.item_index, relevant)
         has_relevant = ~np.isnan(recall)
         rows.append(
             {

@@ -38,7 +38,7 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recfunnel.errors import RecfunnelError
-from recfunnel.serving.budget import Budget, BudgetedResult, BudgetedRunner
+from recfunnel.pipeline.online.runners import Budget, BudgetedRun, BudgetedRunner
 from recfunnel.serving.docs import add_offline_docs
 from recfunnel.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from recfunnel.serving.models import (
@@ -64,6 +64,7 @@ from recfunnel.serving.schemas import (
 )
 from recfunnel.serving.security import AuthError, KeyRing, make_authenticator
 from recfunnel.serving.settings import ServingSettings
+from recfunnel.types import OK, Candidates, StageTrace
 
 log = logging.getLogger("recfunnel.serving")
 
@@ -105,7 +106,9 @@ class Service:
         self.metrics = ServiceMetrics()
         self.registry = (ModelRegistry(settings.models_root) if loader is None
                          else ModelRegistry(settings.models_root, loader=loader))
-        self.runner = BudgetedRunner(Budget.from_settings(settings), settings.channel_workers)
+        budget = Budget(settings.budget_ms / 1e3, settings.channel_timeout_ms / 1e3,
+                        settings.stage_timeout_ms / 1e3, settings.max_late_per_channel)
+        self.runner = BudgetedRunner(budget, settings.channel_workers)
         self.state_factory = state_factory or _default_state_factory
         self.store_factory = store_factory or _default_store_factory
         self.store = None
@@ -160,7 +163,8 @@ class Service:
         funnel = version.funnel
         user = str(funnel.user_ids.ids[0]) if len(funnel.user_ids) else "warm-up"
         batch = self.state.request([user], funnel=funnel)
-        self.runner.run(funnel, batch, min(10, self.settings.max_k), static_fallback=version.static_fallback)
+        funnel.run(batch, min(10, self.settings.max_k), trace=True,
+                   runner=self.runner.start(version.static_fallback))
 
     def require_ready(self) -> None:
         if not self.ready:
@@ -176,30 +180,31 @@ class Service:
                    for key, value in body.context.items()}
         batch = self.state.request([body.user_id], exclude=[list(body.exclude)], context=context,
                                    funnel=version.funnel)
-        result = self.runner.run(version.funnel, batch, body.k, static_fallback=version.static_fallback)
-        self._observe(result)
-        return self._response(body, version, result, time.perf_counter() - t0)
+        run = self.runner.start(version.static_fallback)
+        candidates, traces = version.funnel.run(batch, body.k, trace=True, runner=run)
+        self._observe(run, traces)
+        return self._response(body, version, candidates, traces, run, time.perf_counter() - t0)
 
-    def _observe(self, result: BudgetedResult) -> None:
+    def _observe(self, run: BudgetedRun, traces: list[StageTrace]) -> None:
         m = self.metrics
-        for s in result.stages:
+        for s in traces:
             m.stage_latency.labels(stage=s.stage).observe(s.seconds)
-            if s.status != "ok":
+            if s.status != OK:
                 m.channel_failures.labels(stage=s.stage, reason=s.status).inc()
-        m.stage_latency.labels(stage="funnel").observe(result.seconds)
-        degraded = bool(result.degraded[0])
+        m.stage_latency.labels(stage="funnel").observe(run.seconds)
+        degraded = bool(run.degraded[0])
         m.recommendations.labels(degraded=str(degraded).lower()).inc()
         if degraded:
             m.degraded.inc()
-        m.fallback_items.inc(int(result.fallback_items[0]))
+        m.fallback_items.inc(int(run.fallback_items[0]))
 
     def _ids(self, funnel, index: np.ndarray) -> list[str | None]:
         ids = funnel.item_ids.ids
         return [str(ids[i]) if 0 <= i < len(ids) else None for i in index.tolist()]
 
-    def _response(self, body, version: ModelVersion, result: BudgetedResult, seconds: float) -> dict:
+    def _response(self, body, version: ModelVersion, cand: Candidates, traces: list[StageTrace],
+                  run: BudgetedRun, seconds: float) -> dict:
         funnel = version.funnel
-        cand = result.candidates
         valid = np.flatnonzero(cand.valid[0])
         ids = self._ids(funnel, cand.item_index[0, valid])
         items = []
@@ -212,14 +217,14 @@ class Service:
                           "channels": channels})
         out = {
             "user_id": body.user_id, "k": body.k, "model_version": version.version,
-            "model_id": version.model_id, "degraded": bool(result.degraded[0]),
-            "degraded_reasons": result.reasons, "fallback_items": int(result.fallback_items[0]),
+            "model_id": version.model_id, "degraded": bool(run.degraded[0]),
+            "degraded_reasons": run.reasons, "fallback_items": int(run.fallback_items[0]),
             "latency_ms": round(seconds * 1e3, 3), "items": items, "trace": None,
         }
         if body.debug:
             limit = self.settings.trace_items
             trace = []
-            for s in result.stages:
+            for s in traces:
                 listed = []
                 if s.candidates is not None:
                     c = s.candidates

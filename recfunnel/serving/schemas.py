@@ -88,7 +88,8 @@ class TraceCandidate(Strict):
 
 
 class StageTraceOut(Strict):
-    stage: str = Field(description="retrieval:<channel>, retrieval (the merge), rank or rerank")
+    stage: str = Field(description="retrieval:<channel>, retrieval:fallback (only when the fallback failed "
+                       "and the static list replaced it), retrieval (the merge), rank or rerank")
     status: str = Field(description="ok, timeout, error, busy (hung calls still running) or skipped (no budget left)")
     latency_ms: float
     n_in: int

@@ -87,3 +87,11 @@ def test_no_module_imports_one_that_imports_it_back():
     graph = import_graph()
     assert len(graph) > 100 and "recfunnel.storage.stores" in graph["recfunnel.serving.app"]
     assert cycles(graph) == []
+
+
+def test_serving_imports_nothing_from_the_retrieval_channels():
+    """The service reaches the stages only through ``Funnel.run`` and its runner (pipeline/online)."""
+    graph = import_graph()
+    leaks = {module: sorted(t for t in targets if t.startswith("recfunnel.stages.recall"))
+             for module, targets in graph.items() if module.startswith("recfunnel.serving")}
+    assert not any(leaks.values()), leaks

@@ -2,7 +2,10 @@
 
 One object serves the offline path (batch recommendation, evaluation, the
 ranker's training candidates) and the online path (a request of one user):
-both call :meth:`Funnel.run` on a :class:`~recfunnel.types.RequestBatch`.
+both call :meth:`Funnel.run` on a :class:`~recfunnel.types.RequestBatch`, the only
+place that runs the stages in order. How each stage runs (inline, or under a
+timeout with a fallback) is the :class:`~recfunnel.pipeline.online.runners.StageRunner`
+passed to it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tqdm.auto import tqdm
 from recfunnel.config import FunnelConfig, StageSpec, config_from_dict, config_to_dict
 from recfunnel.config.registry import stage_class
 from recfunnel.data.interactions import IdMap, Interactions
+from recfunnel.pipeline.online.runners import PlainRunner, StageRunner
 from recfunnel.stages.base import Ranker, ReRanker, Retriever
 from recfunnel.stages.recall.merge import merge_candidates
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
@@ -27,8 +31,7 @@ from recfunnel.types import Candidates, RequestBatch, StageTrace, top_k_columns
 ARTIFACT_KIND = "recfunnel.funnel"
 
 
-def _trace(stage: str, n_in: np.ndarray, out: Candidates, seconds: float) -> StageTrace:
-    return StageTrace(stage, n_in, out.valid.sum(axis=1).astype(np.int64), seconds, out)
+_PLAIN = PlainRunner()
 
 
 def _as_id_list(user_ids: Sequence[str] | str) -> list[str]:
@@ -73,25 +76,30 @@ class Funnel:
                                     history_length=self.config.history_length, exclude_seen=exclude_seen)
 
     def retrieve(self, request: RequestBatch, *, trace: bool = False) -> tuple[Candidates, list[StageTrace]]:
-        """All channels, merged with quotas and filled from the fallback."""
+        """All channels, merged with quotas and filled from the fallback (inline)."""
         traces: list[StageTrace] = []
-        zeros = np.zeros(len(request), np.int64)
-        start = time.perf_counter()
-        outputs: dict[str, Candidates] = {}
-        for spec, channel in zip(self.config.channels, self.channels, strict=True):
-            t0 = time.perf_counter()
-            outputs[channel.name] = channel.retrieve(request, spec.quota)
-            if trace:
-                traces.append(_trace(f"retrieval:{channel.name}", zeros, outputs[channel.name],
-                                     time.perf_counter() - t0))
-        merged = self.merge(request, outputs)
-        if trace:
-            traces.append(_trace("retrieval", zeros, merged, time.perf_counter() - start))
-        return merged, traces
+        merged = self._retrieve(request, _PLAIN, traces)
+        return merged, traces if trace else []
 
-    # The three steps after retrieval, one method each, so that a caller that runs the
-    # channels itself (the online service: concurrently, with timeouts) finishes the
-    # request with the same code as :meth:`run`.
+    def _retrieve(self, request: RequestBatch, runner: StageRunner, traces: list[StageTrace]) -> Candidates:
+        """Channels then merge through ``runner``; appends their traces to ``traces``."""
+        start = time.perf_counter()
+        channel_traces = runner.channels(request, [(channel, spec.quota) for spec, channel
+                                                   in zip(self.config.channels, self.channels, strict=True)])
+        traces += channel_traces
+        outputs = {channel.name: t.candidates for channel, t in zip(self.channels, channel_traces, strict=True)
+                   if t.candidates is not None}
+        fallback, fallback_trace = runner.fallback(
+            request, lambda: self.fallback.retrieve(request, self.config.retrieval_k))
+        if fallback_trace is not None:
+            traces.append(fallback_trace)
+        merged = self.merge(request, outputs, fallback)
+        zeros = np.zeros(len(request), np.int64)
+        traces.append(StageTrace("retrieval", zeros, merged.valid.sum(axis=1).astype(np.int64),
+                                 time.perf_counter() - start, merged))
+        return merged
+
+    # The steps after the channels, one method each, which :meth:`run` hands to its runner.
     def merge(self, request: RequestBatch, outputs: Mapping[str, Candidates],
               fallback: Candidates | None = None) -> Candidates:
         """Merge channel outputs (all channels or any subset, by channel name) with their
@@ -115,24 +123,37 @@ class Funnel:
             return candidates.take(top_k_columns(candidates.score, k))
         return self.reranker.rerank(request, candidates, k)
 
-    def run(self, request: RequestBatch, k: int, *, trace: bool = False) -> tuple[Candidates, list[StageTrace]]:
-        """The whole funnel for a batch: up to ``k`` items per user, best first."""
-        candidates, traces = self.retrieve(request, trace=trace)
+    def run(self, request: RequestBatch, k: int, *, trace: bool = False,
+            runner: StageRunner | None = None) -> tuple[Candidates, list[StageTrace]]:
+        """The whole funnel for a batch: up to ``k`` items per user, best first.
+
+        Args:
+            request: the batch of B users.
+            k: items per user.
+            trace: return the trace of every channel and stage (else an empty list).
+            runner: how each stage runs; the default
+                (:class:`~recfunnel.pipeline.online.runners.PlainRunner`) runs them inline
+                and lets an exception propagate. The service passes a
+                :class:`~recfunnel.pipeline.online.runners.BudgetedRun`.
+
+        Returns:
+            (B, <=k) candidates and the traces, in stage order.
+        """
+        runner = _PLAIN if runner is None else runner
+        traces: list[StageTrace] = []
+        candidates = self._retrieve(request, runner, traces)
         if self.ranker is not None:
-            t0 = time.perf_counter()
-            n_in = candidates.valid.sum(axis=1)
-            candidates = self.rank(request, candidates, k)
-            if trace:
-                traces.append(_trace("rank", n_in, candidates, time.perf_counter() - t0))
+            candidates, stage_trace = runner.stage("rank", self.ranker,
+                                                   lambda c: self.rank(request, c, k), candidates)
+            traces.append(stage_trace)
         if self.reranker is not None:
-            t0 = time.perf_counter()
-            n_in = candidates.valid.sum(axis=1)
-            candidates = self.rerank(request, candidates, k)
-            if trace:
-                traces.append(_trace("rerank", n_in, candidates, time.perf_counter() - t0))
-        else:
-            candidates = self.rerank(request, candidates, k)
-        return candidates, traces
+            candidates, stage_trace = runner.stage("rerank", self.reranker,
+                                                   lambda c: self.rerank(request, c, k), candidates)
+            traces.append(stage_trace)
+        if self.reranker is None or candidates.item_index.shape[1] > k:  # no re-ranker, or it was skipped
+            candidates = candidates.take(top_k_columns(candidates.score, k))
+        runner.finish(candidates, traces, min(k, self.config.retrieval_k))
+        return candidates, traces if trace else []
 
     def recommend(self, user_ids: Sequence[str] | str, k: int, *, batch_size: int = 512,
                   progress: bool = False) -> pd.DataFrame:

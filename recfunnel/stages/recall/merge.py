@@ -11,14 +11,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from recfunnel.stages.recall.sparse import exclusion_mask, keep_top_k_per_row, sparse_top_k  # noqa: F401 (re-exported)
-from recfunnel.types import PAD, Candidates
+from recfunnel.types import FALLBACK, PAD, Candidates  # FALLBACK: re-exported here for its users
 
 #: RRF constant of Cormack, Clarke & Buettcher (SIGIR 2009): score = sum_c 1 / (RRF_K + rank_c),
 #: rank 1-based. 60 damps the gap between the first ranks so that no single channel dominates.
 RRF_K = 60
-
-#: provenance name of the items added by the fallback channel
-FALLBACK = "fallback"
 
 
 def merge_candidates(
