@@ -1,12 +1,15 @@
 """NearlineState on a tiny fitted funnel: events change the next request, counters, pools and vectors."""
 
+import ast
 import copy
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import recfunnel
 from recfunnel.config import config_from_dict
 from recfunnel.data.dataset import build_training_data
 from recfunnel.pipeline.nearline import NearlineConfig, NearlineState
@@ -16,12 +19,13 @@ from recfunnel.pipeline.nearline.counters import (
     NearlineFeatureBuilder,
 )
 from recfunnel.pipeline.offline.fit import fit_funnel
+from recfunnel.stages.base import EventBatch, Incremental, NewItems, Retriever
 from recfunnel.stages.recall.lookalike import LookalikeRetriever
 from recfunnel.stages.recall.new_items import NewItemRetriever
 from recfunnel.stages.recall.popular import PopularRetriever
 from recfunnel.storage.events import Event, MemoryEventStore
 from recfunnel.storage.stores import open_event_store
-from recfunnel.types import Candidates
+from recfunnel.types import Candidates, RequestBatch
 
 T0 = 1_700_000_000
 DAY = 86_400
@@ -413,3 +417,107 @@ def test_publishing_links_a_new_item_into_an_eges_similarity_graph():
     request = make_request(data, np.arange(data.n_users), 5)
     found = (eges.retrieve(request, k=n + 2).item_index == n).any(axis=1)
     assert found[user_group == 0].mean() > 0.5 and not found[user_group == 1].any()
+
+
+class _Recorder(Retriever, Incremental):
+    """A stage nearline has never heard of: it records what it is given and retrieves like ``inner``."""
+
+    kind = "recorder"
+
+    def __init__(self, inner: Retriever):
+        super().__init__(None, inner.name)
+        self.inner = inner
+        self.published: list[NewItems] = []
+        self.observed: list[tuple[EventBatch, RequestBatch]] = []
+
+    def fit(self, data):
+        return self
+
+    def save(self, writer, prefix):
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, reader, prefix, config, name=None):
+        raise NotImplementedError
+
+    def retrieve(self, request, k):
+        return self.inner.retrieve(request, k)
+
+    def publish(self, items: NewItems) -> bool:
+        self.published.append(items)
+        return True
+
+    def observe(self, events: EventBatch) -> None:
+        self.observed.append((events, events.history_before(np.arange(len(events)), 5)))
+
+
+def _with_recorder(funnel):
+    recorder = _Recorder(funnel.channels[0])
+    funnel.channels[0] = recorder
+    return recorder
+
+
+def test_a_stage_unknown_to_nearline_gets_new_items_and_events_through_the_interface(funnel, fitted, now):
+    recorder = _with_recorder(funnel)
+    state = NearlineState(funnel, MemoryEventStore())
+    state.ingest([click(1, "u000", "i059", now - 50), click(2, "newbie", "i001", now - 40, "impression"),
+                  click(3, "u003", "fresh", now - 30)])  # 'fresh' is not published yet: it waits
+    (events, history), = recorder.observed
+    assert events.item_index.tolist() == funnel.item_ids.index(["i059", "i001"]).tolist()
+    assert events.user_index.tolist() == [int(funnel.user_ids.index(["u000"])[0]), -1]
+    assert events.positive.tolist() == [True, False] and events.time.tolist() == [now - 50, now - 40]
+    assert events.value.tolist() == [1.0, 1.0]
+    # the users' histories strictly before each event, as a request would see them
+    np.testing.assert_array_equal(history.history, state.request(["u000", "newbie"], time=[now - 50, now - 40]).history[:, :5])
+    assert state.publish_items(pd.DataFrame({"category": ["g2"], "publish_time": [now - 100]}, index=["fresh"])) == 1
+    (items,) = recorder.published
+    fresh = int(funnel.item_ids.index(["fresh"])[0])
+    assert items.item_index.tolist() == [fresh] and items.publish_time.tolist() == [now - 100]
+    assert items.attributes["category"].tolist() == ["g2"]
+    # the waiting event arrives once its item is published, after the item
+    assert recorder.observed[-1][0].item_index.tolist() == [fresh]
+    # once per stage object: binding another version and this one again repeats nothing
+    state.bind(copy.deepcopy(fitted[0]))
+    state.bind(funnel)
+    assert len(recorder.observed) == 2 and sum(len(e) for e, _ in recorder.observed) == 3
+    # a frozen stage (by name or kind) observes nothing, and still takes published items
+    other = copy.deepcopy(fitted[0])
+    frozen = _with_recorder(other)
+    state = NearlineState(other, MemoryEventStore(), NearlineConfig(frozen_stages=(frozen.name,)))
+    state.ingest([click(1, "u000", "i059", now - 50)])
+    state.publish_items(pd.DataFrame({"category": ["g2"]}, index=["fresh"]))
+    assert frozen.observed == [] and len(frozen.published) == 1
+
+
+def test_the_ranker_is_given_the_statistics_overlay_and_can_drop_it(funnel):
+    ranker = funnel.ranker
+    fitted_builder = ranker.features_
+    state = NearlineState(funnel, MemoryEventStore())
+    overlaid = ranker.features_
+    assert isinstance(overlaid, NearlineFeatureBuilder) and overlaid.fitted_ is fitted_builder
+    assert overlaid.item_counter_.extra is state._binding.counters["positives_by_item"]
+    assert ranker.use_statistics(None) and ranker.features_ is fitted_builder
+    assert ranker.statistics_time() == int(fitted_builder.item_exposure_.t_max)
+
+
+def _nearline_sources():
+    root = Path(recfunnel.__file__).resolve().parent / "pipeline" / "nearline"
+    return {path.name: ast.parse(path.read_text()) for path in sorted(root.glob("*.py"))}
+
+
+def test_nearline_dispatches_on_the_interface_only():
+    """No ``isinstance`` against a stage class (the interface aside), no private attribute of another object."""
+    interfaces = {("recfunnel.stages.base", "Incremental")}
+    for name, tree in _nearline_sources().items():
+        stage_names = {alias.asname or alias.name: (node.module, alias.name)
+                       for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                       and (node.module or "").startswith("recfunnel.stages") for alias in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+                checked = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                for n in checked & set(stage_names):
+                    assert stage_names[n] in interfaces, f"{name}: isinstance(..., {n})"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                assert isinstance(owner, ast.Name) and owner.id in ("self", "cls"), \
+                    f"{name}:{node.lineno}: private attribute {node.attr} of another object"

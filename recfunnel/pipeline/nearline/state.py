@@ -13,20 +13,23 @@ stored durably first (:meth:`NearlineState.ingest`), then applied in memory:
 * **already-shown filters** — items the user had offline, nearline positives and
   impressions (optionally only for ``shown_ttl_seconds``) are excluded.
 * **statistics features** — positives and impressions feed growing counters that
-  the ranker's fitted counters are overlaid with
-  (:mod:`recfunnel.pipeline.nearline.counters`): the ranker computes its features
-  with the same ``transform`` it was trained with, and reads only events strictly
-  before the request time.
-* **look-alike vectors** — a positive event on a pool item (or a new one) adds the
-  user's vector (from the history strictly before the event) to the item's
-  look-alike sum (``LookalikeRetriever.update``).
-* **popularity** — a positive event counts in the decayed popularity of the
-  ``popular`` / ``hot`` channels and of the funnel's popular fallback
-  (``PopularRetriever.update``), the lists a user without history gets: an item
-  many users click now reaches cold-start users without a refit.
+  the ranker is given (``ranker.use_statistics``, a
+  :class:`~recfunnel.stages.base.StatisticsOverlay`,
+  :mod:`recfunnel.pipeline.nearline.counters`): the ranker computes its features
+  with the same ``transform`` it was trained with, over its fitted counts and these,
+  and reads only events strictly before the request time.
+* **stages that learn between fits** — every stage of the funnel that is
+  :class:`~recfunnel.stages.base.Incremental` (``funnel.stages()``, the fallback
+  included) observes the events on known items as an
+  :class:`~recfunnel.stages.base.EventBatch` (``observe``), once per stage object,
+  with the users' histories strictly before each event on demand. Today the
+  ``lookalike`` channels add the user's vector to a pool item's look-alike sum, and
+  the ``popular`` / ``hot`` channels and the popular fallback count positive events
+  in their decayed popularity, the lists a user without history gets: an item many
+  users click now reaches cold-start users without a refit.
 
 New items arrive with :meth:`NearlineState.publish_items`
-(:mod:`recfunnel.pipeline.nearline.items`). Events on items the model does not
+(:mod:`recfunnel.pipeline.nearline.items`: ``publish`` of the ``Incremental`` stages). Events on items the model does not
 know are stored, and count from the moment the item is published.
 
 **Which events are already in the model.** A model was trained on the events up
@@ -64,16 +67,14 @@ import scipy.sparse as sp
 
 from recfunnel.data.interactions import IdMap, Interactions
 from recfunnel.errors import DataError
-from recfunnel.pipeline.nearline.counters import GrowingCounter, overlay_feature_builder
+from recfunnel.pipeline.nearline.counters import GrowingCounter
 from recfunnel.pipeline.nearline.items import publish_to_channels
 from recfunnel.pipeline.online.funnel import Funnel
-from recfunnel.stages.recall.lookalike import LookalikeRetriever
-from recfunnel.stages.recall.popular import PopularRetriever
+from recfunnel.stages.base import EventBatch, Incremental, StatisticsOverlay
 from recfunnel.storage.events import IMPRESSION, POSITIVE_TYPES, Event, EventStore
 from recfunnel.storage.user_history import UserHistoryStore
 from recfunnel.types import RequestBatch
 
-_DAY = 86_400
 _NO_CUTOFF = np.iinfo(np.int64).min // 4
 _POSITIVE, _SHOWN = 1, 0
 
@@ -91,9 +92,11 @@ class NearlineConfig:
         skip_events_in_model: events at or before the model's newest training event are
             taken to be in the model and not applied again (see the module doc).
         replay_batch: events applied per batch when replaying the log.
-        lookalike_updates: feed positive events to the ``lookalike`` channels.
-        popularity_updates: count positive events in the popularity of the ``popular`` /
-            ``hot`` channels and of a popular fallback.
+        frozen_stages: names or kinds of stages that do not observe events (they keep
+            what they learned at fit; they still take published items).
+        lookalike_updates: False freezes the ``lookalike`` stages (``frozen_stages`` shorthand).
+        popularity_updates: False freezes the ``popular`` / ``hot`` stages, the popular
+            fallback included (``frozen_stages`` shorthand).
         max_clock_skew_seconds: the default request time follows the newest event when a
             client's clock is ahead of the server's, by this much at most (an event stamped
             far in the future does not move every request there).
@@ -107,9 +110,19 @@ class NearlineConfig:
     shown_ttl_seconds: int | None = None
     skip_events_in_model: bool = True
     replay_batch: int = 50_000
+    frozen_stages: tuple[str, ...] = ()
     lookalike_updates: bool = True
     popularity_updates: bool = True
     max_clock_skew_seconds: int = 3600
+
+    def frozen(self) -> frozenset[str]:
+        """Names and kinds of the stages whose ``observe`` is not called."""
+        out = set(self.frozen_stages)
+        if not self.lookalike_updates:
+            out.add("lookalike")
+        if not self.popularity_updates:
+            out.update(("popular", "hot"))
+        return frozenset(out)
 
     def kind(self, event_type: str) -> int | None:
         if event_type in self.positive_types:
@@ -229,7 +242,7 @@ class _IndexCache:
 
 @dataclass
 class _Binding:
-    """The nearline state of one model version: its counters, overlaid ranker and pending events."""
+    """The nearline state of one model version: its counters (given to its ranker) and pending events."""
 
     funnel: Funnel
     cutoff: int
@@ -412,28 +425,19 @@ class NearlineState:
         if not self.config.skip_events_in_model:
             return _NO_CUTOFF
         cutoff = int(funnel.history.now) - 1 if funnel.history.n_users and len(funnel.history.times) else _NO_CUTOFF
-        builder = getattr(funnel.ranker, "features_", None)
-        builder = getattr(builder, "fitted_", builder)
-        exposure = getattr(builder, "item_exposure_", None)
-        if exposure is not None and len(exposure.combined_):
-            cutoff = max(cutoff, int(exposure.t_max))
-        return cutoff
+        newest = funnel.ranker.statistics_time() if funnel.ranker is not None else None
+        return cutoff if newest is None else max(cutoff, newest)
 
     def _new_binding(self, funnel: Funnel) -> _Binding:
         counters = {name: GrowingCounter() for name in (
             "positives_by_item", "positives_by_user", "shown_by_item", "exposures_by_item",
             "values_by_item", "values_by_user")}
         binding = _Binding(funnel, self._cutoff(funnel), counters)
-        ranker = funnel.ranker
-        builder = getattr(ranker, "features_", None)
-        if builder is not None and hasattr(builder, "transform") and hasattr(builder, "item_counter_"):
-            ranker.features_ = overlay_feature_builder(builder, {
-                "item_counter_": counters["positives_by_item"],
-                "user_counter_": counters["positives_by_user"],
-                "item_exposure_": counters["exposures_by_item"],
-                "item_rating_": counters["values_by_item"],
-                "user_rating_": counters["values_by_user"],
-            })
+        if funnel.ranker is not None:
+            funnel.ranker.use_statistics(StatisticsOverlay(
+                positives_by_item=counters["positives_by_item"], positives_by_user=counters["positives_by_user"],
+                exposures_by_item=counters["exposures_by_item"], values_by_item=counters["values_by_item"],
+                values_by_user=counters["values_by_user"]))
         self._channel_applied.setdefault(funnel, np.zeros(1024, bool))
         return binding
 
@@ -511,19 +515,22 @@ class NearlineState:
         c["values_by_user"].add(user[pos], events.time[pos], events.value[pos])
         c["shown_by_item"].add(item[~pos], events.time[~pos])
         c["exposures_by_item"].add(item, events.time)
-        if pos.any():
-            self._update_channels(binding, events.take(pos), item[pos])
+        self._update_stages(binding, events, user, item)
 
-    def _update_channels(self, binding: _Binding, events: _Applied, item: np.ndarray) -> None:
-        """Positive events into the channels that learn from them (popularity, look-alike sums).
+    def _update_stages(self, binding: _Binding, events: _Applied, user: np.ndarray, item: np.ndarray) -> None:
+        """Events on known items into the funnel's :class:`Incremental` stages (``observe``).
 
-        The channels belong to the funnel object, so each event reaches them once per
+        The stages belong to the funnel object, so each event reaches them once per
         funnel (binding an older version again, a rollback, does not count it twice).
         """
-        cfg = self.config
-        if not (cfg.popularity_updates or cfg.lookalike_updates):
-            return
+        frozen = self.config.frozen()
         funnel = binding.funnel
+        stages: dict[int, Incremental] = {}
+        for spec, stage in funnel.stages():  # a loop over stages
+            if isinstance(stage, Incremental) and not frozen & {spec.name, spec.kind}:
+                stages.setdefault(id(stage), stage)
+        if not stages:
+            return
         applied = self._channel_applied.get(funnel)
         top = int(events.seq.max()) + 1
         if applied is None or len(applied) < top:
@@ -534,38 +541,17 @@ class NearlineState:
         fresh = ~applied[events.seq]
         if not fresh.any():
             return
-        events, item = events.take(fresh), item[fresh]
+        events, user, item = events.take(fresh), user[fresh], item[fresh]
         applied[events.seq] = True
-        if cfg.popularity_updates:
-            seen: set[int] = set()
-            for channel in (*funnel.channels, funnel.fallback):  # a loop over channels
-                if isinstance(channel, PopularRetriever) and id(channel) not in seen:
-                    seen.add(id(channel))
-                    channel.update(item, events.time)
-        if cfg.lookalike_updates:
-            self._update_lookalike(funnel, events, item)
+        users, times = events.user, events.time
 
-    def _update_lookalike(self, funnel: Funnel, events: _Applied, item: np.ndarray) -> None:
-        for channel in funnel.channels:  # a loop over channels
-            if not isinstance(channel, LookalikeRetriever):
-                continue
-            cfg = channel.config
-            known = len(channel.item_time_)
-            safe = np.minimum(item, known - 1)
-            in_pool = (item < known) & (channel.slot_of_item_[safe] >= 0)
-            item_time = np.where(item < known, channel.item_time_[safe], np.iinfo(np.int64).min)
-            unset = item_time == np.iinfo(np.int64).min
-            eligible = in_pool | unset
-            if cfg.max_item_age_days is None:
-                eligible[:] = True
-            else:
-                eligible |= events.time - item_time <= cfg.max_item_age_days * _DAY
-            if not eligible.any():
-                continue
-            ev = events.take(eligible)
-            # the user's vector from the history strictly before the event, as at fit
-            before = self._request(funnel, list(ev.user), ev.time, cfg.history_length, full=False)
-            channel.update(item[eligible], channel.user_vectors(before), ev.time)
+        def history_before(rows: np.ndarray, history_length: int) -> RequestBatch:
+            rows = np.asarray(rows, np.int64)
+            return self._request(funnel, list(users[rows]), times[rows], history_length, full=False)
+
+        batch = EventBatch(user, item, events.time, events.kind == _POSITIVE, events.value, history_before)
+        for stage in stages.values():  # a loop over stages
+            stage.observe(batch)
 
     def _publish_into(self, binding: _Binding, frame: pd.DataFrame, times: np.ndarray) -> int:
         funnel = binding.funnel
@@ -577,7 +563,7 @@ class NearlineState:
         # the id map first: a channel may return a new item as soon as it has it
         funnel.item_ids = funnel.item_ids.extended(new_ids)
         index = funnel.item_ids.index(new_ids)
-        publish_to_channels([*funnel.channels, funnel.fallback], index, frame.loc[new], times[new])
+        publish_to_channels([stage for _, stage in funnel.stages()], index, frame.loc[new], times[new])
         waiting = [part for item_id in new_ids for part in binding.pending.pop(item_id, [])]
         if waiting:
             self._apply_to_binding(binding, _Applied.concat(waiting))

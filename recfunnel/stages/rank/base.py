@@ -16,8 +16,9 @@ import numpy as np
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import RecfunnelError
+from recfunnel.features.overlay import overlay_feature_builder
 from recfunnel.features.ranking import RankingFeatureBuilder
-from recfunnel.stages.base import Ranker
+from recfunnel.stages.base import Ranker, StatisticsOverlay
 from recfunnel.stages.rank.samples import RankerSamples, build_ranker_samples
 from recfunnel.types import Candidates, FeatureBatch, RequestBatch
 
@@ -30,6 +31,39 @@ class FeatureRanker(Ranker):
         channels = getattr(self, "channel_names_", ())
         self.features_ = RankingFeatureBuilder(self.config.features, channels).fit(data)
         return self
+
+    def _fitted_builder(self) -> RankingFeatureBuilder | None:
+        """The builder of the fit (under an overlay, the one it overlays)."""
+        builder = getattr(self, "features_", None)
+        return getattr(builder, "fitted_", builder)
+
+    def use_statistics(self, overlay: StatisticsOverlay | None) -> bool:
+        """Score with the fitted statistics plus ``overlay``'s counts (see :meth:`Ranker.use_statistics`).
+
+        ``features_`` becomes a :class:`~recfunnel.features.overlay.NearlineFeatureBuilder`
+        over the fitted builder (which it saves), or the fitted builder again for None.
+        """
+        fitted = self._fitted_builder()
+        if fitted is None:
+            return False
+        if overlay is None:
+            self.features_ = fitted
+            return True
+        self.features_ = overlay_feature_builder(fitted, {
+            "item_counter_": overlay.positives_by_item,
+            "user_counter_": overlay.positives_by_user,
+            "item_exposure_": overlay.exposures_by_item,
+            "item_rating_": overlay.values_by_item,
+            "user_rating_": overlay.values_by_user,
+        })
+        return True
+
+    def statistics_time(self) -> int | None:
+        """The newest exposure the fitted statistics hold (None without exposures)."""
+        exposure = getattr(self._fitted_builder(), "item_exposure_", None)
+        if exposure is None or not len(exposure.combined_):
+            return None
+        return int(exposure.t_max)
 
     def _fit_builder(self, data: TrainingData, candidates: Candidates) -> RankingFeatureBuilder:
         """The feature builder of training: channel provenance columns from ``candidates``."""

@@ -49,7 +49,7 @@ import scipy.sparse as sp
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError, DataError
-from recfunnel.stages.base import Retriever
+from recfunnel.stages.base import Incremental, NewItems, Retriever
 from recfunnel.stages.recall.sparse import exclusion_mask, sparse_top_k
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.types import PAD, Candidates, RequestBatch
@@ -349,7 +349,7 @@ class ClusterConfig:
     seed: int = 0
 
 
-class ClusterRetriever(Retriever):
+class ClusterRetriever(Retriever, Incremental):
     """The newest items of the content clusters of the user's recent items.
 
     Learned attributes:
@@ -419,6 +419,17 @@ class ClusterRetriever(Retriever):
         blocks = [np.argmax(vectors[lo:lo + step] @ self.centroids_.T, axis=1)
                   for lo in range(0, len(vectors), step)]  # a loop over row batches
         return np.concatenate(blocks).astype(np.int64) if blocks else np.zeros(0, np.int64)
+
+    def publish(self, items: NewItems) -> bool:
+        """Index published items by their content (:meth:`add_items`).
+
+        Returns:
+            False (nothing indexed) when the items lack a column of the content encoder.
+        """
+        if not set(self.encoder_.columns_) <= set(map(str, items.attributes.columns)):
+            return False
+        self.add_items(items.item_index, self.encoder_.raw_vectors(items.attributes), items.publish_time)
+        return True
 
     def add_items(self, item_index: np.ndarray, vectors: np.ndarray, publish_time: np.ndarray | int) -> None:
         """Index newly published items at once (online service), or re-index changed ones.

@@ -48,6 +48,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from recfunnel.data.dataset import TrainingData
@@ -55,7 +56,9 @@ from recfunnel.data.graph import Sequences, item_graph, user_sequences, walk_cor
 from recfunnel.errors import ConfigError, DataError
 from recfunnel.features.specs import infer_feature_specs
 from recfunnel.features.vocab import UNKNOWN, Vocabulary
+from recfunnel.stages.base import Incremental, NewItems
 from recfunnel.stages.recall.item2item import ItemToItemRetriever, neighbours_from_vectors
+from recfunnel.stages.recall.sparse import keep_top_k_per_row
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.training.skipgram import (
     ItemEmbedding,
@@ -185,6 +188,67 @@ class _EmbeddingRetriever(ItemToItemRetriever):
     """
 
     item_vectors_: np.ndarray
+
+    def add_item_vectors(self, item_index: np.ndarray, vectors: np.ndarray) -> None:
+        """Append item vectors and link them into the similarity graph (new or re-published items).
+
+        The graph is what a fit over the grown catalogue would give, as far as the new
+        items go: a new item's row holds its ``config.neighbours`` most similar items
+        (positive inner product, self excluded), and a new item enters the row of every
+        other item whose ``neighbours`` best it now belongs to (that row drops its weakest
+        entry when full). Zero vectors link to nothing. ``similarity_`` is replaced as a
+        whole (assigned last), so a retrieval running meanwhile sees the old or the new graph.
+        """
+        item_index = np.asarray(item_index, np.int64)
+        old_vectors = np.asarray(self.item_vectors_, np.float32)
+        old_sim = self.similarity_.tocsr()
+        n_old = old_sim.shape[0]
+        n = max(n_old, int(item_index.max(initial=-1)) + 1)
+        all_vectors = np.zeros((n, old_vectors.shape[1]), np.float32)
+        all_vectors[:len(old_vectors)] = old_vectors
+        all_vectors[item_index] = vectors
+        k = int(self.config.neighbours)
+        score = vectors @ all_vectors.T  # (N, n): a few published items against the catalogue
+        score = np.where(np.isfinite(score) & (score > 0), score, 0.0).astype(np.float32)
+        score[np.arange(len(item_index)), item_index] = 0.0
+        # rows of the new items: their k nearest
+        rows = keep_top_k_per_row(sp.csr_matrix(score), k).tocoo()
+        new_r, new_c, new_v = item_index[rows.row], rows.col.astype(np.int64), rows.data
+        # columns: other items take a new item when it beats their k-th neighbour
+        old = old_sim.copy()
+        old.sum_duplicates()
+        counts = np.diff(old.indptr)
+        kth = np.zeros(n, np.float32)
+        filled = np.flatnonzero(counts > 0)
+        if len(filled):
+            # consecutive non-empty rows: each segment is exactly one row's entries
+            row_min = np.minimum.reduceat(old.data, old.indptr[:-1][filled])
+            full = counts[filled] >= k
+            kth[filled[full]] = row_min[full]
+        others = np.ones(n, bool)
+        others[item_index] = False
+        hit_new, hit_item = np.nonzero((score > kth[None, :]) & (score > 0) & others[None, :])
+        col_r, col_c, col_v = hit_item.astype(np.int64), item_index[hit_new], score[hit_new, hit_item]
+        # the old graph without the rows of re-published items
+        old = old.tocoo()
+        keep_old = ~np.isin(old.row, item_index)
+        r = np.concatenate([old.row[keep_old].astype(np.int64), new_r, col_r])
+        c = np.concatenate([old.col[keep_old].astype(np.int64), new_c, col_c])
+        v = np.concatenate([old.data[keep_old], new_v, col_v]).astype(np.float32)
+        sim = sp.csr_matrix((v, (r, c)), shape=(n, n))
+        sim.sum_duplicates()
+        # rows that took a new item keep their k best
+        grown = np.unique(col_r)
+        grown = grown[np.diff(sim.indptr)[grown] > k]
+        if len(grown):
+            trimmed = keep_top_k_per_row(sim[grown], k).tocoo()
+            sim = sim.tocoo()
+            stay = ~np.isin(sim.row, grown)
+            sim = sp.csr_matrix((np.concatenate([sim.data[stay], trimmed.data]),
+                                 (np.concatenate([sim.row[stay], grown[trimmed.row]]),
+                                  np.concatenate([sim.col[stay], trimmed.col]))), shape=(n, n))
+        self.item_vectors_ = all_vectors
+        self.similarity_ = sim
 
     def _validate(self) -> None:
         cfg = self.config
@@ -350,7 +414,7 @@ class _SideColumn:
         return cls(name, kind, int(min(max(lengths.max(initial=1), 1), _MAX_SIDE_VALUES)), vocabulary=vocabulary)
 
 
-class EGESRetriever(_EmbeddingRetriever):
+class EGESRetriever(_EmbeddingRetriever, Incremental):
     """EGES: walk embeddings enhanced with side information; cold items get vectors.
 
     Learned attributes (besides ``item_vectors_`` and ``similarity_``):
@@ -447,6 +511,15 @@ class EGESRetriever(_EmbeddingRetriever):
             column_vector = table[c].sum(axis=1) / count  # row 0 of the table is zero padding
             out += weight[:, j:j + 1] * column_vector
         return out
+
+    def publish(self, items: NewItems) -> bool:
+        """Give published items vectors from their side information and link them into ``similarity_``.
+
+        See :meth:`vector_from_side_info` and :meth:`add_item_vectors`: a history holding one
+        of a new item's neighbours retrieves it, and a history holding it its neighbours.
+        """
+        self.add_item_vectors(items.item_index, self.vector_from_side_info(items.attributes))
+        return True
 
     def vector_from_side_info(self, side_features_table_rows: pd.DataFrame) -> np.ndarray:
         """Unit vectors of (new) items from their side information alone.

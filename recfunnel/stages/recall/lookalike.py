@@ -58,7 +58,7 @@ import scipy.sparse as sp
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError, DataError
-from recfunnel.stages.base import Retriever
+from recfunnel.stages.base import EventBatch, Incremental, NewItems, Retriever
 from recfunnel.stages.recall.cluster import CONTENT_PREFIX, ContentEncoder, item_times
 from recfunnel.stages.recall.sparse import exclusion_mask
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
@@ -119,7 +119,7 @@ class LookalikeConfig:
     seed: int = 0
 
 
-class LookalikeRetriever(Retriever):
+class LookalikeRetriever(Retriever, Incremental):
     """Pool items whose seed users look like the request user.
 
     Learned attributes:
@@ -132,6 +132,10 @@ class LookalikeRetriever(Retriever):
         pool_counts_: (capacity,) int64 counted events per slot.
         pool_size_: slots in use.
         slot_of_item_: (n_items',) int64 pool slot of each item, -1 outside the pool.
+
+    As an :class:`~recfunnel.stages.base.Incremental` stage, :meth:`publish` records new
+    items' publish times and :meth:`observe` adds positive events on eligible items
+    (pool items, items without a time yet, and young enough ones) to the sums.
     """
 
     kind = "lookalike"
@@ -274,6 +278,44 @@ class LookalikeRetriever(Retriever):
                 self.item_time_[new_items[head]] = first[head]
             self.reference_time_ = max(self.reference_time_, int(times.max()))
         self._add(items, vectors)
+
+    def publish(self, items: NewItems) -> bool:
+        """Record published items' times (:meth:`add_items`); they enter the pool with a first event."""
+        self.add_items(items.item_index, items.publish_time)
+        return True
+
+    def observe(self, events: EventBatch) -> None:
+        """Add positive events to the look-alike sums (:meth:`update`).
+
+        An event counts when its item is in the pool, has no time yet (new to the
+        model), or is at most ``max_item_age_days`` old at the event; the user's vector
+        comes from the history strictly before the event (``events.history_before``),
+        as at fit.
+
+        Raises:
+            DataError: eligible events come without ``history_before``.
+        """
+        events = events.take(events.positive)
+        if len(events) == 0:
+            return
+        cfg = self.config
+        item = events.item_index
+        known = len(self.item_time_)
+        safe = np.minimum(item, known - 1)
+        in_pool = (item < known) & (self.slot_of_item_[safe] >= 0)
+        item_time = np.where(item < known, self.item_time_[safe], _UNSET)
+        eligible = in_pool | (item_time == _UNSET)
+        if cfg.max_item_age_days is None:
+            eligible[:] = True
+        else:
+            eligible |= events.time - item_time <= cfg.max_item_age_days * _SECONDS_PER_DAY
+        if not eligible.any():
+            return
+        if events.history_before is None:
+            raise DataError("lookalike.observe: the events need history_before (the users' histories)")
+        rows = np.flatnonzero(eligible)
+        before = events.history_before(rows, cfg.history_length)
+        self.update(item[rows], self.user_vectors(before), events.time[rows])
 
     def add_items(self, item_index: np.ndarray | int, publish_time: np.ndarray | int) -> None:
         """Record when items published after fit (or re-dated ones) became available.

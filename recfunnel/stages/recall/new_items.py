@@ -43,7 +43,7 @@ import scipy.sparse as sp
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError, DataError
-from recfunnel.stages.base import Retriever
+from recfunnel.stages.base import Incremental, NewItems, Retriever
 from recfunnel.stages.recall.profile import (
     UNKNOWN_TIME,
     ItemLists,
@@ -129,7 +129,7 @@ class NewItemIndex:
         return cls(item_time, pair_item, pair_value, values, lists, membership)
 
 
-class NewItemRetriever(Retriever):
+class NewItemRetriever(Retriever, Incremental):
     """The newest items of each age window, as of the request time.
 
     Learned attributes:
@@ -175,6 +175,15 @@ class NewItemRetriever(Retriever):
             pair_item, pair_value, _, values = encode_item_values(data.item_features, (cfg.category_column,))
         self.index_ = NewItemIndex.build(item_publish_time(data), pair_item, pair_value, values)
         return self
+
+    def publish(self, items: NewItems) -> bool:
+        """Put published items into the pools (:meth:`add_items`), with their category when personalised."""
+        cfg = self.config
+        category = None
+        if cfg.personalised and cfg.category_column in items.attributes.columns:
+            category = items.attributes[cfg.category_column].to_numpy(dtype=object)
+        self.add_items(items.item_index, items.publish_time, category)
+        return True
 
     def add_items(self, item_index: np.ndarray, publish_time: np.ndarray,
                   category: Sequence[str | None] | np.ndarray | None = None) -> None:

@@ -40,7 +40,7 @@ import numpy as np
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError, DataError
-from recfunnel.stages.base import Retriever
+from recfunnel.stages.base import EventBatch, Incremental, NewItems, Retriever
 from recfunnel.stages.recall.profile import (
     UNKNOWN_TIME,
     ProfileListsRetriever,
@@ -141,7 +141,7 @@ def _merge_order(order: np.ndarray, log_score: np.ndarray, changed: np.ndarray) 
     return np.insert(rest, lo, changed).astype(np.int64, copy=False)
 
 
-class PopularRetriever(Retriever):
+class PopularRetriever(Retriever, Incremental):
     """The most popular items not excluded for the user (same list for every user).
 
     Learned attributes:
@@ -157,6 +157,8 @@ class PopularRetriever(Retriever):
 
     :meth:`update` and :meth:`add_items` change the served list while the model is
     served; ``scores_``, ``order_`` and ``item_time_`` always describe the list served now.
+    As an :class:`~recfunnel.stages.base.Incremental` stage, :meth:`publish` takes the
+    publish times of new items and :meth:`observe` counts positive events.
     """
 
     kind = "popular"
@@ -230,6 +232,17 @@ class PopularRetriever(Retriever):
         item_time[item_index] = publish_time
         self.index_ = PopularIndex(log_score, self._scores(log_score, index.newest), index.order, item_time,
                                    index.newest)
+
+    def publish(self, items: NewItems) -> bool:
+        """New items' publish times (:meth:`add_items`); they enter the list with their first positive event."""
+        self.add_items(items.item_index, items.publish_time)
+        return True
+
+    def observe(self, events: EventBatch) -> None:
+        """Count the positive events (each weighs 1) in the popularity (:meth:`update`)."""
+        positive = events.positive
+        if positive.any():
+            self.update(events.item_index[positive], events.time[positive])
 
     def update(self, item_index: np.ndarray, times: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Count positive events that arrived after the fit (nearline), decayed like the fitted ones.
