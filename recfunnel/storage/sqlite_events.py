@@ -7,6 +7,13 @@ one ``BEGIN IMMEDIATE ... COMMIT`` transaction, so when it returns the events ar
 in the fsynced WAL and survive a ``kill -9`` or a power cut; a transaction cut
 short by a crash leaves none of its events behind.
 
+Published items live in a second table, ``items(pos, item_id UNIQUE, after_seq,
+publish_time, attributes)``: ``after_seq`` is the last event ``seq`` handed out
+when the item was first published (``sqlite_sequence``, which deletions never
+lower), so :meth:`SQLiteEventStore.scan_all` yields the item after that event and
+before the next one; publishing it again updates the row in place.
+:meth:`SQLiteEventStore.compact` is one ``DELETE`` transaction.
+
 One connection is shared by the threads of a process behind a lock (SQLite
 serialises writers anyway); other processes may open the same file.
 
@@ -23,12 +30,13 @@ serialises writers anyway); other processes may open the same file.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from recfunnel.storage.events import Event, EventStore, StorageError
+from recfunnel.storage.events import Event, EventStore, PublishedItem, StorageError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -39,6 +47,16 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     timestamp INTEGER NOT NULL,
     value REAL NOT NULL
+)
+"""
+
+_ITEMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL UNIQUE,
+    after_seq INTEGER NOT NULL,
+    publish_time INTEGER NOT NULL,
+    attributes TEXT NOT NULL
 )
 """
 
@@ -68,6 +86,7 @@ class SQLiteEventStore(EventStore):
                 raise StorageError(f"SQLite event store {self.path}: WAL mode unavailable (got {mode})")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(_SCHEMA)
+            conn.execute(_ITEMS_SCHEMA)
         except sqlite3.Error as e:
             conn.close()
             raise StorageError(f"SQLite event store {self.path} is not usable: {e}") from None
@@ -101,7 +120,45 @@ class SQLiteEventStore(EventStore):
                 raise
         return out
 
+    def append_items(self, items: Sequence[PublishedItem]) -> None:
+        rows = [(i.item_id, i.publish_time, json.dumps(i.attributes, separators=(",", ":"))) for i in items]
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+                after_seq = int(found[0]) if found else 0
+                conn.executemany(
+                    "INSERT INTO items (item_id, after_seq, publish_time, attributes) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(item_id) DO UPDATE SET publish_time = excluded.publish_time, "
+                    "attributes = excluded.attributes",
+                    [(item_id, after_seq, t, attributes) for item_id, t, attributes in rows])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
     def scan(self) -> Iterator[Event]:
+        for _, row in self._scan_events():
+            yield Event.from_tuple(row)
+
+    def scan_all(self) -> Iterator[Event | PublishedItem]:
+        with self._lock:
+            items = self._connection().execute(
+                "SELECT after_seq, item_id, publish_time, attributes FROM items ORDER BY after_seq, pos").fetchall()
+        at = 0
+        for seq, row in self._scan_events():
+            while at < len(items) and items[at][0] < seq:
+                yield _item(items[at])
+                at += 1
+            yield Event.from_tuple(row)
+        for row in items[at:]:
+            yield _item(row)
+
+    def _scan_events(self) -> Iterator[tuple[int, tuple]]:
         last = 0
         while True:
             with self._lock:
@@ -111,8 +168,21 @@ class SQLiteEventStore(EventStore):
             if not rows:
                 return
             for row in rows:
-                yield Event.from_tuple(row[1:])
+                yield row[0], row[1:]
             last = rows[-1][0]
+
+    def compact(self, keep_since: int) -> int:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = conn.execute("DELETE FROM events WHERE timestamp < ?", (int(keep_since),)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return int(dropped)
 
     def __len__(self) -> int:
         with self._lock:
@@ -123,3 +193,8 @@ class SQLiteEventStore(EventStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _item(row: tuple) -> PublishedItem:
+    _, item_id, publish_time, attributes = row
+    return PublishedItem(str(item_id), int(publish_time), json.loads(attributes))

@@ -272,11 +272,10 @@ def test_replay_at_start_up_and_bind_give_the_same_state(funnel, fitted, now, tm
     live.ingest(events)
     live.publish_items(pd.DataFrame({"category": ["g0"], "publish_time": [now - 100]}, index=["soon"]))
     store.close()
-    # a restart: a fresh model copy, the log replayed (published items are re-published by the caller)
+    # a restart: a fresh model copy, the log replayed (published items included)
     fresh = copy.deepcopy(fitted[0])
     replayed = NearlineState(fresh, open_event_store(f"sqlite:///{tmp_path / 'events.db'}"))
-    replayed.publish_items(pd.DataFrame({"category": ["g0"], "publish_time": [now - 100]}, index=["soon"]))
-    assert replayed.stats()["events_replayed"] == 4
+    assert replayed.stats()["events_replayed"] == 4 and replayed.stats()["items_replayed"] == 1
     # a new model version bound to the live state
     other = copy.deepcopy(fitted[0])
     live.bind(other)
@@ -521,3 +520,54 @@ def test_nearline_dispatches_on_the_interface_only():
                 owner = node.value
                 assert isinstance(owner, ast.Name) and owner.id in ("self", "cls"), \
                     f"{name}:{node.lineno}: private attribute {node.attr} of another object"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_published_item_survives_a_restart(fitted, now, tmp_path, backend):
+    if backend == "redis":
+        from recfunnel.testing.redis_server import running_redis_or_skip
+
+        server = running_redis_or_skip(tmp_path / "redis")
+        url = server.url
+    else:
+        server, url = None, f"sqlite:///{tmp_path / 'events.db'}"
+    try:
+        funnel = copy.deepcopy(fitted[0])
+        live = NearlineState(funnel, open_event_store(url))
+        # a click on an item before it is published: pending, then counted in its place
+        live.ingest([click(1, "u001", "fresh", now - 200)])
+        live.publish_items(pd.DataFrame({"category": ["g0", "g1"], "publish_time": [now - 100, now - 90]},
+                                        index=["fresh", "other"]))
+        live.ingest([click(2, "u000", "fresh", now - 50), click(3, "u002", "other", now - 40, "impression")])
+        # published again: the store keeps one record, with the latest attributes
+        assert live.publish_items(pd.DataFrame({"category": ["g2"], "publish_time": [now - 80]},
+                                               index=["other"])) == 0
+        before = live.request(["u000", "u001", "cold"], time=now)
+        new_items = next(c for c in funnel.channels if isinstance(c, NewItemRetriever))
+        retrieved = ids(funnel, new_items.retrieve(live.request(["cold"], time=now), 5).item_index[0])
+        live.store.close()
+
+        restarted = copy.deepcopy(fitted[0])
+        state = NearlineState(restarted, open_event_store(url))
+        assert state.stats()["items_replayed"] == 2 and state.stats()["events_replayed"] == 3
+        assert restarted.item_ids.ids.tolist() == funnel.item_ids.ids.tolist()  # same indices
+        after = state.request(["u000", "u001", "cold"], time=now)
+        np.testing.assert_array_equal(after.history, before.history)
+        assert (after.exclude != before.exclude).nnz == 0
+        assert ids(restarted, after.history[0])[0] == "fresh" and "fresh" in excluded(after, restarted, 1)
+        counts = state.item_counts(["fresh", "other"])
+        assert {k: v.tolist() for k, v in counts.items()} == {"clicks": [2, 0], "impressions": [0, 1]}
+        new_items = next(c for c in restarted.channels if isinstance(c, NewItemRetriever))
+        assert ids(restarted, new_items.retrieve(state.request(["cold"], time=now), 5).item_index[0]) == retrieved
+        records = [r for r in state.store.scan_all() if not isinstance(r, Event)]
+        assert [(r.item_id, r.attributes) for r in records] == [("fresh", {"category": "g0"}),
+                                                                ("other", {"category": "g2"})]
+        # a model swap after the restart: the new version is given the items, with the same indices
+        swapped = copy.deepcopy(fitted[0])
+        state.bind(swapped)
+        assert swapped.item_ids.ids.tolist() == funnel.item_ids.ids.tolist()
+        assert state.item_counts(["fresh"])["clicks"].tolist() == [2]
+        state.store.close()
+    finally:
+        if server is not None:
+            server.stop()

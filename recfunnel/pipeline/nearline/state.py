@@ -30,7 +30,11 @@ stored durably first (:meth:`NearlineState.ingest`), then applied in memory:
 
 New items arrive with :meth:`NearlineState.publish_items`
 (:mod:`recfunnel.pipeline.nearline.items`: ``publish`` of the ``Incremental`` stages). Events on items the model does not
-know are stored, and count from the moment the item is published.
+know are stored, and count from the moment the item is published. Published items are
+stored in the event log first (:meth:`~recfunnel.storage.events.EventStore.append_items`)
+and replayed at start-up in their place among the events (``scan_all``), so an item
+keeps its index and the events that follow it apply as before the restart; a new
+model version (:meth:`NearlineState.bind`) is given them too.
 
 **Which events are already in the model.** A model was trained on the events up
 to its newest training event (the *cutoff*); an event at or before the cutoff is
@@ -59,7 +63,6 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -71,7 +74,7 @@ from recfunnel.pipeline.nearline.counters import GrowingCounter
 from recfunnel.pipeline.nearline.items import publish_to_channels
 from recfunnel.pipeline.online.funnel import Funnel
 from recfunnel.stages.base import EventBatch, Incremental, StatisticsOverlay
-from recfunnel.storage.events import IMPRESSION, POSITIVE_TYPES, Event, EventStore
+from recfunnel.storage.events import IMPRESSION, POSITIVE_TYPES, Event, EventStore, PublishedItem
 from recfunnel.storage.user_history import UserHistoryStore
 from recfunnel.types import RequestBatch
 
@@ -335,11 +338,19 @@ class NearlineState:
                              extra=exclude, context=context)
 
     def publish_items(self, items: pd.DataFrame) -> int:
-        """Publish new items: they are retrievable by the next request, without a restart.
+        """Publish new items: stored durably, then retrievable by the next request, without a restart.
+
+        Each item is stored in the event log (:meth:`EventStore.append_items`: its id,
+        ``publish_time`` and attributes, missing values left out) before it is
+        published, so a restart replays it in its place among the events, with the
+        same index. Publishing an item again stores its latest attributes (used when
+        a new model version is bound or the log is replayed) and leaves the bound
+        model as it is.
 
         Args:
             items: indexed by ``item_id``; side-information columns (as in the training
-                item table) and optionally ``publish_time`` (unix seconds; default now).
+                item table: JSON scalars or lists) and optionally ``publish_time`` (unix
+                seconds; default now).
 
         Returns:
             the number of items new to the model (known ones are left as they are).
@@ -358,10 +369,23 @@ class NearlineState:
         else:
             times = np.full(len(frame), now, np.int64)
         frame["publish_time"] = times
+        attributes = frame.drop(columns="publish_time")
+        try:
+            records = [PublishedItem(item_id, int(t), {
+                str(column): value for column, value in zip(attributes.columns, row, strict=True)
+                if not (pd.api.types.is_scalar(value) and pd.isna(value))})
+                for item_id, t, row in zip(frame.index, times, attributes.itertuples(index=False), strict=True)]
+        except ValueError as e:
+            raise DataError(f"publish_items: {e}") from None
         with self._ingest_lock:
-            self._published.append(frame)
-            n_new = self._publish_into(self._binding, frame, times)
-            self._stats["items_published"] += n_new
+            self.store.append_items(records)
+            return self._publish_frame(frame, times)
+
+    def _publish_frame(self, frame: pd.DataFrame, times: np.ndarray) -> int:
+        """Publish a normalised frame (``publish_time`` filled) into the bound model (ingest lock held)."""
+        self._published.append(frame)
+        n_new = self._publish_into(self._binding, frame, times)
+        self._stats["items_published"] += n_new
         return n_new
 
     def bind(self, funnel: Funnel) -> None:
@@ -404,11 +428,12 @@ class NearlineState:
 
     def stats(self) -> dict[str, int]:
         """``events_ingested`` (new events stored by :meth:`ingest`), ``events_replayed`` (from the
-        log at start-up), ``duplicates``, ``users_tracked``, ``items_published``, and
+        log at start-up), ``duplicates``, ``users_tracked``, ``items_published`` (new to the model,
+        replayed ones included), ``items_replayed`` (item records read from the log), and
         ``events_ignored`` (types neither positive nor shown), ``events_in_model`` (at or before
         the cutoff of the bound model), ``events_pending`` (on items not published yet), ``binds``."""
         binding = self._binding
-        out = {k: 0 for k in ("events_ingested", "events_replayed", "duplicates", "items_published",
+        out = {k: 0 for k in ("events_ingested", "events_replayed", "duplicates", "items_published", "items_replayed",
                               "events_ignored", "binds")}
         out.update({k: int(v) for k, v in self._stats.items()})
         out["users_tracked"] = len(self._users)
@@ -442,13 +467,38 @@ class NearlineState:
         return binding
 
     def _replay(self) -> None:
-        events = iter(self.store.scan())
-        while True:
-            batch = list(islice(events, self.config.replay_batch))
-            if not batch:
-                return
-            self._stats["events_replayed"] += len(batch)
-            self._apply_events(batch)
+        """The log into memory: runs of events applied in batches, each published item in its place."""
+        events: list[Event] = []
+        items: list[PublishedItem] = []
+        for record in self.store.scan_all():  # a loop over the log: flush a run when the kind changes
+            if isinstance(record, Event):
+                if items:
+                    self._replay_items(items)
+                    items = []
+                events.append(record)
+                if len(events) >= self.config.replay_batch:
+                    self._replay_events(events)
+                    events = []
+            else:
+                if events:
+                    self._replay_events(events)
+                    events = []
+                items.append(record)
+        if items:
+            self._replay_items(items)
+        if events:
+            self._replay_events(events)
+
+    def _replay_events(self, events: list[Event]) -> None:
+        self._stats["events_replayed"] += len(events)
+        self._apply_events(events)
+
+    def _replay_items(self, items: list[PublishedItem]) -> None:
+        frame = pd.DataFrame([{"publish_time": i.publish_time, **i.attributes} for i in items],
+                             index=pd.Index([i.item_id for i in items], name="item_id"))
+        frame = frame[~frame.index.duplicated(keep="last")]
+        self._stats["items_replayed"] += len(frame)
+        self._publish_frame(frame, frame["publish_time"].to_numpy(np.int64))
 
     def _apply_events(self, events: Sequence[Event]) -> None:
         """Add new (stored) events to the user logs and to the bound model's state."""

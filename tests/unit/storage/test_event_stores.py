@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from recfunnel.storage.events import Event, MemoryEventStore, StorageError
+from recfunnel.storage.events import (
+    Event,
+    MemoryEventStore,
+    PublishedItem,
+    StorageError,
+    compact_events,
+)
 from recfunnel.storage.redis_events import RedisEventStore
 from recfunnel.storage.sqlite_events import SQLiteEventStore
 from recfunnel.storage.stores import open_event_store
@@ -203,3 +209,116 @@ def test_sqlite_acknowledged_events_survive_kill_9_of_the_writer(tmp_path):
     stored = {e.event_id for e in open_event_store(url).scan()}
     assert {f"k{i}-{j}" for i in range(acked + 1) for j in range(3)} <= stored
     assert len(stored) % 3 == 0  # a batch is one transaction: all of it or none
+
+
+# ------------------------------------------------------- published items and compaction
+def item(item_id: str, t: int = T0, **attributes) -> PublishedItem:
+    return PublishedItem(item_id, t, attributes)
+
+
+def kinds(store) -> list[str]:
+    return [r.event_id if isinstance(r, Event) else f"item:{r.item_id}" for r in store.scan_all()]
+
+
+def test_published_items_keep_their_place_among_the_events_and_survive_a_restart(backend):
+    store = backend.open()
+    store.append([ev(0), ev(1)])
+    store.append_items([item("new1", T0 + 5, category="g0", tags=["a", "b"], price=2.5, hot=True),
+                        item("new2", T0 + 6)])
+    store.append([ev(2)])
+    # published again: one record, in its first place, with the latest attributes
+    store.append_items([item("new1", T0 + 9, category="g1")])
+    store.append([ev(3)])
+    assert len(store) == 4 and [e.event_id for e in store.scan()] == ["e0", "e1", "e2", "e3"]
+    expected = ["e0", "e1", "item:new1", "item:new2", "e2", "e3"]
+    assert kinds(store) == expected
+    backend.restart(crash=True)
+    if backend.kind != "memory":
+        store.close()
+        store = backend.open()
+    assert kinds(store) == expected
+    records = {r.item_id: r for r in store.scan_all() if isinstance(r, PublishedItem)}
+    assert records["new1"] == item("new1", T0 + 9, category="g1")
+    assert records["new2"] == item("new2", T0 + 6)
+    store.close()
+
+
+def test_item_attributes_must_be_json_scalars_or_lists():
+    import numpy as np
+
+    record = PublishedItem("x", np.int64(T0), {"n": np.int64(3), "f": np.float32(0.5), "missing": float("nan"),
+                                               "v": np.array([1, 2])})
+    assert record.attributes == {"n": 3, "f": 0.5, "v": [1, 2]} and PublishedItem.from_json(record.to_json()) == record
+    with pytest.raises(ValueError, match="JSON"):
+        PublishedItem("x", T0, {"d": {"nested": 1}})
+
+
+def test_compaction_keeps_every_event_the_retention_keeps(backend):
+    import random
+
+    rng = random.Random(7)
+    store = backend.open()
+    log: list = []  # what the store holds, in order
+    for step in range(40):  # a loop over random appends: events at random times, items now and then
+        if rng.random() < 0.2:
+            record = item(f"it{rng.randrange(6)}", T0 + step, step=step)
+            store.append_items([record])
+            known = [i for i, r in enumerate(log) if isinstance(r, PublishedItem) and r.item_id == record.item_id]
+            if known:
+                log[known[0]] = record
+            else:
+                log.append(record)
+        else:
+            batch = [Event(f"r{step}-{j}", f"u{rng.randrange(5)}", f"i{rng.randrange(9)}", "click",
+                           T0 + rng.randrange(1000)) for j in range(rng.randrange(1, 6))]
+            store.append(batch)
+            log += batch
+    for keep_since in (T0 + 200, T0 + 500, T0 + 800):  # a loop over ever shorter retentions
+        dropped = store.compact(keep_since)
+        expected = [r for r in log if not (isinstance(r, Event) and r.timestamp < keep_since)]
+        assert dropped == len(log) - len(expected)
+        assert list(store.scan_all()) == expected
+        assert len(store) == sum(isinstance(r, Event) for r in expected)
+        log = expected
+    # a dropped event may be stored again; a kept one is still a duplicate
+    old = next(e for e in expected if isinstance(e, Event))
+    assert store.append([old]) == [False]
+    store.close()
+
+
+def test_appends_racing_with_compaction_are_kept(backend):
+    store = backend.open()
+    store.append([Event(f"old{i}", "u", "i", "click", T0 + i % 100) for i in range(3000)])
+    store.append_items([item("kept", T0)])
+    appended: list[str] = []
+    stop = threading.Event()
+
+    def writer():
+        n = 0
+        while not stop.is_set() or n < 20:
+            store.append([Event(f"new{n}", "u", "i", "click", T0 + 10_000)])
+            appended.append(f"new{n}")
+            n += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(3):
+            store.compact(T0 + 50)
+    finally:
+        stop.set()
+        thread.join()
+    ids = [e.event_id for e in store.scan()]
+    assert set(appended) <= set(ids) and [i for i in ids if i.startswith("new")] == appended
+    assert sorted(i for i in ids if i.startswith("old")) == sorted(f"old{i}" for i in range(3000) if i % 100 >= 50)
+    assert "item:kept" in kinds(store)
+    store.close()
+
+
+def test_compact_events_applies_a_retention_in_days():
+    store = MemoryEventStore()
+    store.append([Event("a", "u", "i", "click", T0 - 3 * 86_400), Event("b", "u", "i", "click", T0 - 86_400)])
+    assert compact_events(store, retention_days=2, now=T0) == 1
+    assert [e.event_id for e in store.scan()] == ["b"]
+    with pytest.raises(ValueError):
+        compact_events(store, retention_days=0)
