@@ -93,6 +93,10 @@ class VectorIndex(ABC):
         self.remove(ids)
         self.add(ids, vectors)
 
+    def copy(self) -> VectorIndex:
+        """An independent copy: adding to or removing from it leaves this index as it is."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be copied")
+
     @abstractmethod
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
         """Write the index as files named ``{prefix}...`` (no pickle)."""

@@ -325,6 +325,14 @@ class FaissIndex(VectorIndex):
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._index.add_with_ids(vectors, ids)
 
+    def copy(self) -> FaissIndex:
+        """An independent copy: the faiss index cloned, the id bookkeeping arrays copied."""
+        out = object.__new__(type(self))
+        out.__dict__.update({k: v.copy() if isinstance(v, np.ndarray) else v for k, v in vars(self).items()})
+        out._index = faiss.clone_index(self._index)
+        out._configure()
+        return out
+
     def remove(self, ids: np.ndarray) -> int:
         ids = np.asarray(ids)
         if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):

@@ -218,3 +218,96 @@ def test_kernel_path_in_blocks_with_items_nobody_took(monkeypatch: pytest.Monkey
     assert (kernel.similarity_ != reference.similarity_).nnz == 0
     empty = data.item_ids.index(["i000a", "i050a", "zzz"])
     assert kernel.similarity_[empty].nnz == 0 and kernel.similarity_[:, empty].nnz == 0
+
+
+# --------------------------------------------------------------------------- nearline
+def _events(users, items, time: int = 10 * DAY):
+    from recfunnel.stages.base import EventBatch
+
+    n = len(users)
+    return EventBatch(np.asarray(users), np.asarray(items), np.full(n, time), np.ones(n, bool), np.ones(n))
+
+
+def _new_items(items):
+    from recfunnel.stages.base import NewItems
+
+    return NewItems(np.asarray(items), np.zeros(len(items), np.int64), pd.DataFrame(index=range(len(items))))
+
+
+def test_a_new_item_becomes_a_neighbour_through_events_without_refit() -> None:
+    from recfunnel.testing.synthetic import make_request
+
+    data = make_planted_data()  # users 0..19 take items 0..14, users 20..39 items 15..29
+    itemcf = ItemCFRetriever(ItemCFConfig(neighbours=20)).fit(data)
+    new = data.n_items
+    assert itemcf.publish(_new_items([new]))
+    itemcf.observe(_events(np.arange(1, 8), np.full(7, new)))  # group 0 users click it
+    neighbours = itemcf.similarity_[new].indices
+    assert len(neighbours) and (neighbours < 15).all()  # its neighbours are group 0 items ...
+    assert (itemcf.similarity_[:, new].nonzero()[0] < 15).any()  # ... and it is theirs
+    out = itemcf.retrieve(make_request(data, np.array([0]), history_length=5), k=30)
+    assert new in set(out.item_index[0][out.valid[0]].tolist())
+
+
+def _random_log(seed: int, n_users: int = 30, n_items: int = 12) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    users, items = np.nonzero(rng.random((n_users, n_items)) < 0.3)
+    return pd.DataFrame({"user_id": [f"u{u:02d}" for u in users], "item_id": [f"i{i:02d}" for i in items],
+                         "timestamp": np.zeros(len(users), np.int64)})
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"use_kernel": False}, {"neighbours": 3}, {"user_activity_penalty": False, "normalize": False},
+    {"similarity": "jaccard", "neighbours": 4}, {"min_cooccurrence": 2, "neighbours": 4},
+])
+def test_observed_events_give_the_similarity_of_a_refit(options: dict) -> None:
+    train = _random_log(0)
+    data = build_training_data(train)
+    itemcf = ItemCFRetriever(ItemCFConfig(**options)).fit(data)
+    rng = np.random.default_rng(1)
+    # two batches: known users take a new item ("zz", the last index) and existing items they lacked
+    users = rng.integers(0, data.n_users, 14)
+    items = np.r_[np.full(6, data.n_items), rng.integers(0, data.n_items, 8)]
+    itemcf.publish(_new_items([data.n_items]))
+    itemcf.observe(_events(users[:7], items[:7]))
+    itemcf.observe(_events(users[7:], items[7:]))
+    extra = pd.DataFrame({"user_id": [data.user_ids.ids[u] for u in users],
+                          "item_id": ["zz" if i == data.n_items else data.item_ids.ids[i] for i in items],
+                          "timestamp": np.ones(len(users), np.int64)})
+    refit = ItemCFRetriever(ItemCFConfig(**{**options, "use_kernel": False})).fit(
+        build_training_data(pd.concat([train, extra])))
+    got, want = itemcf.similarity_, refit.similarity_
+    assert got.shape == want.shape
+    for row in range(want.shape[0]):  # tiny: compare every neighbour list
+        assert got[row].indices.tolist() == want[row].indices.tolist(), row
+    np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-6)
+
+
+def test_events_of_unknown_users_and_impressions_change_nothing() -> None:
+    from recfunnel.stages.base import EventBatch
+
+    data = make_planted_data()
+    itemcf = ItemCFRetriever(ItemCFConfig(neighbours=20)).fit(data)
+    before = itemcf.similarity_.copy()
+    itemcf.observe(EventBatch(np.array([-1, 3]), np.array([20, 20]), np.zeros(2), np.array([True, False]),
+                              np.ones(2)))
+    assert (itemcf.similarity_ != before).nnz == 0
+
+
+def test_save_writes_the_fitted_state_not_the_nearline_updates(tmp_path) -> None:
+    from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+
+    data = make_planted_data()
+    itemcf = ItemCFRetriever(ItemCFConfig(neighbours=20)).fit(data)
+    fitted = itemcf.similarity_.copy()
+    itemcf.publish(_new_items([data.n_items]))
+    itemcf.observe(_events(np.arange(5), np.full(5, data.n_items)))
+    with ArtifactWriter(tmp_path / "m", kind="itemcf") as writer:
+        itemcf.save(writer, "c/")
+    loaded = ItemCFRetriever.load(ArtifactReader(tmp_path / "m"), "c/", itemcf.config)
+    assert loaded.similarity_.shape == fitted.shape and (loaded.similarity_ != fitted).nnz == 0
+    assert loaded.user_items_.shape == (data.n_users, data.n_items)
+    # the loaded model replays the same events to the same state
+    loaded.publish(_new_items([data.n_items]))
+    loaded.observe(_events(np.arange(5), np.full(5, data.n_items)))
+    assert (loaded.similarity_ != itemcf.similarity_).nnz == 0

@@ -211,3 +211,81 @@ def test_dense_top_k_orders_ties_by_column_and_pads() -> None:
 def test_rejects_bad_config(planted, retriever: Retriever) -> None:
     with pytest.raises(ConfigError):
         retriever.fit(planted)
+
+
+# --------------------------------------------------------------------------- nearline fold-in
+def _positive_events(users, items, history_before=None):
+    from recfunnel.stages.base import EventBatch
+
+    n = len(users)
+    return EventBatch(np.asarray(users), np.asarray(items), np.full(n, DAY), np.ones(n, bool), np.ones(n),
+                      history_before)
+
+
+def _history_of(data, users):
+    """``history_before`` from the training positives of ``users`` (the batch's rows)."""
+    users = np.asarray(users)
+    return lambda rows, length: make_request(data, users[np.asarray(rows)], history_length=length)
+
+
+@pytest.mark.parametrize("make", [_als, _bpr], ids=["als", "bpr"])
+@pytest.mark.parametrize("with_history", [True, False], ids=["history", "fitted-users"])
+def test_a_new_item_is_folded_in_and_returned_to_its_group(planted, make, with_history: bool) -> None:
+    channel = make().fit(planted)
+    new = planted.n_items
+    users = np.arange(0, 12)  # group 0 (items 0..14)
+    assert channel.publish(_new_items_mf([new]))
+    channel.observe(_positive_events(users, np.full(len(users), new),
+                                     _history_of(planted, users) if with_history else None))
+    assert channel.item_factors_.shape == (new + 1, channel._fitted[0].shape[1])
+    group_0 = make_request(planted, np.array([15]), history_length=5)
+    group_1 = make_request(planted, np.array([30]), history_length=5)
+    found_0 = channel.retrieve(group_0, k=new + 1).item_index[0].tolist()
+    found_1 = channel.retrieve(group_1, k=new + 1).item_index[0].tolist()
+    # near the top for the group that took it, lower for the other (BPR's fold-in also
+    # learns a bias against the users' constant column, so it is not last there)
+    assert found_0.index(new) < 3 and found_0.index(new) < found_1.index(new)
+    # the fold-in is the ALS item update against the fixed user factors
+    alpha = getattr(channel.config, "alpha", 1.0)
+    u = channel.user_factors_.astype(np.float64)
+    if with_history:
+        v = channel.user_vectors(make_request(planted, users, history_length=200))[0].astype(np.float64)
+    else:
+        v = u[users]
+    lhs = u.T @ u + channel.config.regularization * np.eye(u.shape[1]) + alpha * v.T @ v
+    np.testing.assert_allclose(channel.item_factors_[new], np.linalg.solve(lhs, (1 + alpha) * v.sum(0)),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_fold_in_skips_fitted_items_and_impressions(planted) -> None:
+    from recfunnel.stages.base import EventBatch
+
+    als = _als().fit(planted)
+    factors, index = als.item_factors_, als.index_
+    als.observe(_positive_events(np.array([0, 1]), np.array([3, 4])))
+    als.observe(EventBatch(np.array([0]), np.array([planted.n_items]), np.zeros(1), np.zeros(1, bool), np.ones(1)))
+    assert als.item_factors_ is factors and als.index_ is index
+
+
+@pytest.mark.parametrize("make", [_als, _bpr], ids=["als", "bpr"])
+def test_save_writes_the_fitted_factors_and_index_only(planted, make, tmp_path) -> None:
+    from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+
+    channel = make().fit(planted)
+    fitted = channel.item_factors_.copy()
+    channel.observe(_positive_events(np.arange(5), np.full(5, planted.n_items)))
+    with ArtifactWriter(tmp_path / "m", kind=channel.kind) as writer:
+        channel.save(writer, "c/")
+    loaded = type(channel).load(ArtifactReader(tmp_path / "m"), "c/", channel.config)
+    np.testing.assert_array_equal(loaded.item_factors_, fitted)
+    assert len(loaded.index_) == planted.n_items and len(channel.index_) == planted.n_items + 1
+    request = make_request(planted, np.array([0]), history_length=5)
+    assert planted.n_items not in loaded.retrieve(request, k=planted.n_items).item_index[0].tolist()
+    loaded.observe(_positive_events(np.arange(5), np.full(5, planted.n_items)))  # the log replays it
+    np.testing.assert_allclose(loaded.item_factors_, channel.item_factors_, rtol=1e-6)
+
+
+def _new_items_mf(items):
+    from recfunnel.stages.base import NewItems
+
+    return NewItems(np.asarray(items), np.zeros(len(items), np.int64), pd.DataFrame(index=range(len(items))))

@@ -171,3 +171,74 @@ def test_history_items_outside_the_catalogue_are_ignored() -> None:
 def test_rejects_bad_config(options: dict) -> None:
     with pytest.raises(ConfigError):
         UserCFRetriever(UserCFConfig(**options)).fit(_data({"v1": ["a", "b"]}))
+
+
+# --------------------------------------------------------------------------- nearline
+def _events(users, items, histories=None, n_items: int = 31):
+    """Positive events; ``histories[r]``: the items of event r's user before it (for history_before)."""
+    from recfunnel.stages.base import EventBatch
+
+    n = len(users)
+    history_before = None
+    if histories is not None:
+        def history_before(rows, length):
+            rows = np.asarray(rows)
+            width = max(1, max(len(histories[r]) for r in rows))
+            history = np.full((len(rows), width), -1, np.int64)
+            for out, r in enumerate(rows):  # tiny test data
+                history[out, :len(histories[r])] = histories[r]
+            return RequestBatch(np.full(len(rows), -1), np.zeros(len(rows), np.int64), history,
+                                np.zeros_like(history), sp.csr_matrix((len(rows), n_items)))
+    return EventBatch(np.asarray(users), np.asarray(items), np.zeros(n, np.int64), np.ones(n, bool), np.ones(n),
+                      history_before)
+
+
+def test_a_new_item_is_reached_through_known_users_who_took_it() -> None:
+    data = make_planted_data()  # users 0..19 take items 0..14
+    usercf = UserCFRetriever(UserCFConfig(neighbours=10)).fit(data)
+    new = data.n_items
+    usercf.observe(_events(np.arange(1, 20), np.full(19, new)))
+    out = usercf.retrieve(make_request(data, np.array([0]), history_length=5), k=20)
+    assert new in out.item_index[0].tolist()
+    assert usercf.user_items_.shape == (data.n_users, new + 1)
+
+
+def test_a_nearline_only_user_gets_one_row_equal_to_a_refit() -> None:
+    log = {f"u{u}": ["a", "b", "c"] if u < 3 else ["d", "e"] for u in range(6)}
+    data = _data(log)
+    usercf = UserCFRetriever(UserCFConfig(neighbours=3)).fit(data)
+    a, b, c, d = data.item_ids.index(["a", "b", "c", "d"])
+    new = data.n_items  # "zz", published after the fit
+    # a new user takes d, then zz, then e in one batch (each history is the one before the event) ...
+    usercf.observe(_events([-1, -1], [d, new], [[], [d]], n_items=new + 1))
+    e = data.item_ids.index(["e"])[0]
+    usercf.observe(_events([-1], [e], [[new, d]], n_items=new + 1))
+    assert usercf.user_items_.shape[0] == data.n_users + 1  # ... one row, replaced twice
+    refit = UserCFRetriever(UserCFConfig(neighbours=3)).fit(
+        _data({**log, "zz_new": ["d", "zz", "e"]}))  # "zz_new" sorts last: the same row index
+    np.testing.assert_array_equal(usercf.user_items_.toarray(), refit.user_items_.toarray())
+    np.testing.assert_allclose(usercf.user_norms_, refit.user_norms_)
+    np.testing.assert_allclose(usercf.item_penalty_, refit.item_penalty_)
+    np.testing.assert_allclose(usercf.item_users_.toarray(), refit.item_users_.toarray(), rtol=1e-6)
+    # users who took d and e now reach zz through the new user, their neighbour
+    out = usercf.retrieve(_request([[d, e]], new + 1, user_index=[3]), k=5)
+    assert new in out.item_index[0].tolist()
+    # the new user is not their own neighbour: only the other d/e users vote
+    own = usercf.retrieve(_request([[e, new, d]], new + 1, user_index=[-1]), k=5)
+    assert set(own.item_index[0][own.valid[0]].tolist()) <= {d, e}
+
+
+def test_save_writes_the_fitted_state_not_the_nearline_rows(tmp_path) -> None:
+    from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+
+    data = make_planted_data()
+    usercf = UserCFRetriever(UserCFConfig(neighbours=10)).fit(data)
+    fitted = usercf.user_items_.copy()
+    usercf.observe(_events([1, 2, -1], [data.n_items] * 3, [[0], [0], [0, 1]]))
+    with ArtifactWriter(tmp_path / "m", kind="usercf") as writer:
+        usercf.save(writer, "u/")
+    loaded = UserCFRetriever.load(ArtifactReader(tmp_path / "m"), "u/", usercf.config)
+    assert loaded.user_items_.shape == fitted.shape and (loaded.user_items_ != fitted).nnz == 0
+    loaded.observe(_events([1, 2, -1], [data.n_items] * 3, [[0], [0], [0, 1]]))
+    assert (loaded.user_items_ != usercf.user_items_).nnz == 0
+    assert (abs(loaded.item_users_ - usercf.item_users_) > 1e-6).nnz == 0

@@ -51,8 +51,10 @@ import scipy.sparse as sp
 
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError
+from recfunnel.stages.base import EventBatch, Incremental, NewItems
 from recfunnel.stages.recall.item2item import ItemToItemRetriever
 from recfunnel.stages.recall.sparse import keep_top_k_per_row
+from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 
 _SECONDS_PER_DAY = 86_400.0
 
@@ -114,14 +116,21 @@ class ItemCFConfig:
     use_kernel: bool = True
 
 
-class ItemCFRetriever(ItemToItemRetriever):
+class ItemCFRetriever(ItemToItemRetriever, Incremental):
     """Items similar to the user's recent history.
 
     Learned attributes:
         similarity_: (n_items, n_items) CSR float32, sorted indices; row i holds
             item i's neighbours (at most ``neighbours``, no diagonal).
+        user_items_: (n_users, n_items) CSR float32 binary ``X``, the training positives
+            ``similarity_`` was computed from (kept for the nearline updates).
         fit_path_: "kernel" or "scipy", the path that computed ``similarity_``.
         kernel_recomputed_rows_: rows the kernel path handed to the scipy path (ties at its cut).
+
+    As an :class:`~recfunnel.stages.base.Incremental` stage, :meth:`publish` grows the
+    catalogue and :meth:`observe` adds the positive events of known users to ``X`` and
+    recomputes exactly the rows of ``S`` a refit on the training data plus those events
+    would change (see :meth:`observe`); ``save`` still writes the fitted ``S`` and ``X``.
     """
 
     kind = "itemcf"
@@ -179,14 +188,127 @@ class ItemCFRetriever(ItemToItemRetriever):
             self.fit_path_ = "kernel" if sim is not None else "scipy"
         if sim is None:
             sim = exact_rows(np.arange(n_items))
-        if cfg.normalize and sim.nnz:
+        self.similarity_ = self._finish_rows(sim)
+        self.user_items_ = x
+        self._fitted = (x, self.similarity_)  # what save writes: nearline updates are not saved
+        return self
+
+    def _finish_rows(self, sim: sp.csr_matrix) -> sp.csr_matrix:
+        """Pruned rows as stored: divided by their maximum (``normalize``), float32, sorted."""
+        if self.config.normalize and sim.nnz:
             lengths = np.diff(sim.indptr)
             row_max = np.maximum.reduceat(sim.data, sim.indptr[:-1][lengths > 0])
             sim.data /= np.repeat(row_max, lengths[lengths > 0])
         sim = sp.csr_matrix(sim, dtype=np.float32)
         sim.sort_indices()
-        self.similarity_ = sim
-        return self
+        return sim
+
+    # ------------------------------------------------------------ nearline
+    def _grow(self, n_items: int) -> None:
+        """Extend ``similarity_`` and ``user_items_`` to ``n_items`` items (new ones: empty)."""
+        sim, x = self.similarity_, self.user_items_
+        if n_items <= sim.shape[0]:
+            return
+        indptr = np.r_[sim.indptr, np.full(n_items - sim.shape[0], sim.indptr[-1])]
+        self.similarity_ = sp.csr_matrix((sim.data, sim.indices, indptr), shape=(n_items, n_items))
+        self.user_items_ = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], n_items))
+
+    def publish(self, items: NewItems) -> bool:
+        """Make room for new items; they get neighbours from the events that follow (:meth:`observe`)."""
+        if len(items):
+            self._grow(int(items.item_index.max()) + 1)
+        return True
+
+    def observe(self, events: EventBatch) -> None:
+        """Add known users' positive events to ``X`` and recompute the rows of ``S`` they change.
+
+        The rows recomputed are those a refit on the training positives plus the events
+        observed so far would change, so ``similarity_`` equals that refit's (scipy path;
+        the kernel path agrees to float rounding): the items of every user with a new
+        (user, item) pair (their co-occurrences and IUF weights change) and the items whose
+        neighbour list holds an item with new users (its ``n_j`` grew, so the entry only
+        falls and may leave the list). Any other row keeps its neighbours and values: its
+        co-occurrences and ``n_i`` are unchanged and its entries in columns with new users
+        only fall, below its cut already.
+
+        Cost per batch: the rows' exact co-occurrence (the sum over their users of ``|I_u|``
+        multiply-adds, as at fit) plus vectorised copies of ``X`` and ``S`` (linear in their
+        entries). Events of users the model does not know (``user_index`` -1) are not counted:
+        they have no row in ``X`` (a refit would give them one).
+        """
+        keep = events.positive & (events.user_index >= 0)
+        if not keep.any():
+            return
+        users, items = events.user_index[keep], events.item_index[keep]
+        self._grow(int(items.max()) + 1)
+        x, sim = self.user_items_, self.similarity_
+        n_items = sim.shape[0]
+        inside = users < x.shape[0]  # users beyond the fitted matrix are not the model's
+        users, items = users[inside], items[inside]
+        pairs = np.unique(users * n_items + items)
+        users, items = pairs // n_items, pairs % n_items
+        new = np.asarray(x[users, items]).ravel() == 0
+        if not new.any():
+            return
+        users, items = users[new], items[new]
+        added = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=x.shape)
+        x = (x + added).tocsr()
+        x.sort_indices()
+        self.user_items_ = x
+        # rows that change: the touched users' items, and the rows listing an item with new users
+        touched = np.unique(x[np.unique(users)].indices)
+        listing = sim.tocsc()[:, np.unique(items)].tocsr()
+        rows = np.union1d(touched, np.unique(listing.nonzero()[0])).astype(np.int64)
+        fresh = self._finish_rows(self._rows_of(x, rows))
+        keep_old = np.ones(n_items, bool)
+        keep_old[rows] = False
+        old = sp.diags(keep_old.astype(np.float32)) @ sim
+        placed = sp.csr_matrix((fresh.data, fresh.indices, np.r_[0, np.cumsum(np.bincount(
+            np.repeat(rows, np.diff(fresh.indptr)), minlength=n_items))]), shape=sim.shape)
+        merged = (old + placed).tocsr()
+        merged.eliminate_zeros()
+        merged.sort_indices()
+        self.similarity_ = merged  # swapped whole: a retrieval may be reading the old one
+
+    def _rows_of(self, x: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+        """Pruned (unnormalised) rows ``rows`` of S computed from ``x`` as the fit's scipy path does."""
+        cfg = self.config
+        by_item = x.T.tocsr()
+        users = np.unique(by_item[rows].indices)
+        sub = x[users]  # the rows' users only: their items are all the co-occurrences needed
+        items_per_user = np.diff(x.indptr).astype(np.float64)[users]
+        users_per_item = np.diff(by_item.indptr).astype(np.float64)
+        if cfg.user_activity_penalty:
+            user_weight = 1.0 / np.log1p(np.maximum(items_per_user, 1.0))
+        else:
+            user_weight = np.ones_like(items_per_user)
+        need_count = cfg.user_activity_penalty and (cfg.similarity == "jaccard" or cfg.min_cooccurrence > 1)
+        return self._similarity_rows(by_item[rows][:, users], sub, sp.diags(user_weight) @ sub, rows,
+                                     users_per_item, need_count)
+
+    def save(self, writer: ArtifactWriter, prefix: str) -> None:
+        x, s = self._fitted
+        writer.write_arrays(f"{prefix}similarity.npz", {
+            "data": s.data, "indices": s.indices, "indptr": s.indptr, "shape": np.array(s.shape, np.int64),
+        })
+        writer.write_arrays(f"{prefix}itemcf_users.npz", {
+            "indices": x.indices, "indptr": x.indptr, "shape": np.array(x.shape, np.int64)})
+
+    @classmethod
+    def load(cls, reader: ArtifactReader, prefix: str, config: ItemCFConfig | None,
+             name: str | None = None) -> Self:
+        stage = super().load(reader, prefix, config, name)
+        n_items = stage.similarity_.shape[0]
+        if reader.has(f"{prefix}itemcf_users.npz"):
+            arrays = reader.read_arrays(f"{prefix}itemcf_users.npz")
+        else:  # artifacts written before X was kept: nearline events start from no user rows
+            arrays = {"indices": np.zeros(0, np.int32), "indptr": np.zeros(1, np.int64),
+                      "shape": np.array([0, n_items])}
+        shape = tuple(int(v) for v in arrays["shape"])
+        stage.user_items_ = sp.csr_matrix((np.ones(len(arrays["indices"]), np.float32), arrays["indices"],
+                                           arrays["indptr"]), shape=shape)
+        stage._fitted = (stage.user_items_, stage.similarity_)
+        return stage
 
     def _kernel_applies(self, x: sp.csr_matrix, users_per_item: np.ndarray) -> bool:
         """Whether :meth:`_kernel_similarity` can express the config and its output fits the budget."""

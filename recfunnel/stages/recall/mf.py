@@ -60,7 +60,7 @@ import scipy.sparse as sp
 from recfunnel.data.dataset import TrainingData
 from recfunnel.errors import ConfigError
 from recfunnel.index import INDEX_KINDS, build_index, load_index
-from recfunnel.stages.base import Retriever
+from recfunnel.stages.base import EventBatch, Incremental, NewItems, Retriever
 from recfunnel.stages.recall.sparse import exclusion_mask
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.training.progress import progress_enabled
@@ -70,6 +70,8 @@ _SECONDS_PER_DAY = 86_400.0
 
 #: users per block of the batched ALS fold-in: bounds the (block, f, f) systems to tens of MB
 _FOLD_IN_BLOCK = 512
+#: history items read (``EventBatch.history_before``) for the user vector of a nearline event
+_EVENT_HISTORY = 200
 
 
 @dataclass(frozen=True)
@@ -188,12 +190,21 @@ def _single_threaded_numpy_blas():
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
-class FactorRetriever(Retriever):
+class FactorRetriever(Retriever, Incremental):
     """Base of the channels that score items by ``<user vector, item vector>``.
 
     Subclasses fit ``item_factors_`` and build the user vector of a request in
     :meth:`user_vectors`; retrieval (ANN search, exclusions, top-k) and the
     artifact (npz factors + the index's own files) are shared.
+
+    Nearline (:class:`~recfunnel.stages.base.Incremental`): a user's vector is always
+    folded in from the request's history, so known users' new events count at once. An
+    item beyond the fitted catalogue gets a vector from the positive events on it
+    (:meth:`observe`): the least-squares item fold-in against the fixed user factors
+    (Hu et al. 2008, eq. 5; ``implicit``'s ``recalculate_item``), with each event's user
+    vector folded in from its history before the event, and enters the index
+    (:meth:`~recfunnel.index.base.VectorIndex.update`, no rebuild). ``save`` writes the
+    fitted factors and index only.
 
     Learned attributes:
         item_factors_: (n_items, d) float32 item vectors, the rows of the index.
@@ -219,6 +230,81 @@ class FactorRetriever(Retriever):
         n_items = len(self.item_factors_)
         self.index_ = build_index(self.item_factors_, ids=np.arange(n_items, dtype=np.int64),
                                   kind=self.config.index)
+        self._set_fitted()
+
+    def _set_fitted(self) -> None:
+        """Remember the fitted factors and index (what :meth:`save` writes); no nearline items yet."""
+        self._fitted = (self.item_factors_, self.index_)
+        self._fold_in_lhs = np.zeros((0, self.item_factors_.shape[1], self.item_factors_.shape[1]))
+        self._fold_in_rhs = np.zeros((0, self.item_factors_.shape[1]))
+        self._user_gram: np.ndarray | None = None
+
+    # ------------------------------------------------------------ nearline
+    def _fold_in_weights(self) -> tuple[float, float]:
+        """(alpha, regularization) of the item fold-in: confidence ``1 + alpha`` per positive event."""
+        return float(getattr(self.config, "alpha", 1.0)), float(self.config.regularization)
+
+    def publish(self, items: NewItems) -> bool:
+        """New items are taken; each gets its vector from the positive events on it (:meth:`observe`)."""
+        return True
+
+    def observe(self, events: EventBatch) -> None:
+        """Fold in the items beyond the fitted catalogue from the positive events on them.
+
+        For item i with positive events by users of vectors ``u_e`` (each event's user vector
+        folded in from the history before it; the fitted factor when the sender has no
+        histories), ``x_i = (U^T U + lambda I + alpha sum_e u_e u_e^T)^-1 (1 + alpha) sum_e u_e``:
+        the ALS item update with ``U`` the fitted user factors (each event counts as one
+        interaction of confidence ``1 + alpha``). The sums are kept per new item, so a batch
+        costs its events' ``d x d`` outer products and one ``d x d`` solve per item it touches,
+        plus the index update of those items. Fitted items keep their vectors.
+        """
+        events = events.take(events.positive & (events.item_index >= len(self._fitted[0])))
+        if len(events) == 0:
+            return
+        vectors, ok = self._event_user_vectors(events)
+        if not ok.any():
+            return
+        vectors, item = vectors[ok], events.item_index[ok]
+        n_fit, d = self._fitted[0].shape
+        alpha, regularization = self._fold_in_weights()
+        slot = item - n_fit
+        size = int(slot.max()) + 1
+        if size > len(self._fold_in_rhs):  # grown as a whole (a retrieval never reads these)
+            grow = size - len(self._fold_in_rhs)
+            self._fold_in_lhs = np.concatenate([self._fold_in_lhs, np.zeros((grow, d, d))])
+            self._fold_in_rhs = np.concatenate([self._fold_in_rhs, np.zeros((grow, d))])
+        np.add.at(self._fold_in_lhs, slot, alpha * vectors[:, :, None] * vectors[:, None, :])
+        np.add.at(self._fold_in_rhs, slot, (1.0 + alpha) * vectors)
+        if self._user_gram is None:
+            u = self.user_factors_.astype(np.float64)
+            self._user_gram = u.T @ u + regularization * np.eye(d)
+        touched = np.unique(slot)
+        solved = np.linalg.solve(self._user_gram + self._fold_in_lhs[touched],
+                                 self._fold_in_rhs[touched][:, :, None])[:, :, 0].astype(np.float32)
+        factors = self.item_factors_
+        if n_fit + size > len(factors):
+            factors = np.concatenate([factors, np.zeros((n_fit + size - len(factors), d), np.float32)])
+        else:
+            factors = factors.copy()
+        factors[n_fit + touched] = solved
+        # copy on write: a retrieval running meanwhile searches the old index (faiss may reallocate
+        # an index it adds to, under a concurrent search), and the fitted one stays what save writes;
+        # the copy costs a pass over the index per batch that touches new items
+        index = self.index_.copy()
+        index.update(n_fit + touched, solved)
+        self.item_factors_ = factors  # swapped whole, before the index that may return its new rows
+        self.index_ = index
+
+    def _event_user_vectors(self, events: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+        """(N, d) float64 user vectors of the events and (N,) bool: whether one is known."""
+        if events.history_before is not None:
+            request = events.history_before(np.arange(len(events)), _EVENT_HISTORY)
+            vectors, has_history = self.user_vectors(request)
+            return vectors.astype(np.float64), has_history
+        user = events.user_index
+        known = (user >= 0) & (user < len(self.user_factors_))
+        return self.user_factors_[np.where(known, user, 0)].astype(np.float64), known
 
     def retrieve(self, request: RequestBatch, k: int) -> Candidates:
         """Items of largest inner product with the folded-in user vector, minus ``request.exclude``.
@@ -258,10 +344,11 @@ class FactorRetriever(Retriever):
         """Set the learned attributes derived from the saved arrays (after the factors)."""
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
+        item_factors, index = self._fitted
         writer.write_arrays(f"{prefix}factors.npz", {
-            "item_factors": self.item_factors_, "user_factors": self.user_factors_, **self._extra_arrays(),
+            "item_factors": item_factors, "user_factors": self.user_factors_, **self._extra_arrays(),
         })
-        self.index_.save(writer, f"{prefix}index/")
+        index.save(writer, f"{prefix}index/")
 
     @classmethod
     def load(cls, reader: ArtifactReader, prefix: str, config: Any,
@@ -272,6 +359,7 @@ class FactorRetriever(Retriever):
         stage.user_factors_ = arrays["user_factors"].astype(np.float32)
         stage._restore(arrays)
         stage.index_ = load_index(reader, f"{prefix}index/")
+        stage._set_fitted()
         return stage
 
 

@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from recfunnel.data.dataset import TrainingData
 from recfunnel.data.interactions import Interactions
 from recfunnel.errors import ConfigError
-from recfunnel.stages.base import Retriever
+from recfunnel.stages.base import EventBatch, Incremental, NewItems, Retriever
 from recfunnel.stages.recall.sparse import exclusion_mask, keep_top_k_per_row, sparse_top_k
 from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
 from recfunnel.types import Candidates, RequestBatch
@@ -62,6 +62,31 @@ _SECONDS_PER_DAY = 86_400.0
 _CHUNK_PRODUCTS = 1 << 24
 #: entries of one dense row block in :func:`top_k_rows` (32 MB of float64)
 _DENSE_ENTRIES = 1 << 22
+#: history items read (``EventBatch.history_before``) for the row of a nearline-only user
+_EVENT_HISTORY = 1000
+
+
+def item_set_hash(sets: sp.csr_matrix) -> np.ndarray:
+    """(R,) uint64 hash of each row's set of columns: the XOR of a splitmix64 code per column.
+
+    Order-free and additive under XOR (adding column j to a set XORs its code in), so the
+    row a nearline-only user had before an event is found from the history before it.
+    """
+    codes = _splitmix64(sets.indices.astype(np.uint64))
+    out = np.zeros(sets.shape[0], np.uint64)
+    filled = np.diff(sets.indptr) > 0
+    if filled.any():
+        out[filled] = np.bitwise_xor.reduceat(codes, sets.indptr[:-1][filled])
+    return out
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (Steele et al., OOPSLA 2014): well-mixed 64-bit codes of ``x``."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 @dataclass(frozen=True)
@@ -178,8 +203,14 @@ def top_k_rows(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return pruned[np.argsort(by_length)]
 
 
-class UserCFRetriever(Retriever):
+class UserCFRetriever(Retriever, Incremental):
     """Items of the training users most similar to the request's history.
+
+    Nearline (:class:`~recfunnel.stages.base.Incremental`, :meth:`observe`): known users'
+    positive events add their items to their rows of ``X``, a nearline-only user gets a
+    row of their own (their history), and the norms, penalties and search index follow,
+    so a new item is reachable through the users who took it and new users are
+    neighbours at once. ``save`` writes the fitted state only.
 
     Learned attributes:
         user_items_: (n_users, n_items) CSR float32 binary ``X`` (each user's most recent
@@ -236,7 +267,122 @@ class UserCFRetriever(Retriever):
         self.user_norms_ = norms.astype(np.float32)
         self.item_penalty_ = penalty.astype(np.float32)
         self.item_users_ = self._search_index(item_sorted, user_sorted)
+        self._set_fitted(item_sorted, user_sorted)
         return self
+
+    def _set_fitted(self, index_item: np.ndarray, index_user: np.ndarray) -> None:
+        """Remember the fitted state (what :meth:`save` writes) and start with no nearline rows."""
+        self._fitted = (self.user_items_, self.user_norms_, self.item_penalty_, self.item_users_)
+        self._n_fitted_users = self.user_items_.shape[0]
+        self._index_pairs = (index_item.astype(np.int64), index_user.astype(np.int64))  # fitted (item, user)
+        self._added = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # known users' nearline (user, item)
+        self._row_hash = np.zeros(0, np.uint64)  # item-set hash of each nearline-only row
+
+    # ------------------------------------------------------------ nearline
+    def publish(self, items: NewItems) -> bool:
+        """New items are taken; they are reached through the users whose events take them."""
+        return True
+
+    def observe(self, events: EventBatch) -> None:
+        """Add positive events to ``X``: known users' rows grow, nearline-only users get rows.
+
+        A nearline-only user (``user_index`` -1) is the set of their items: an event replaces
+        the row equal to their history before it (found by :func:`item_set_hash`; none for a
+        first event) by that history plus the item, so a chain of events leaves one row per
+        user, equal to the row a refit would give them (up to ``max_user_items``). Norms,
+        penalties and the search index are recomputed as at fit, except that the caps
+        (``max_user_items``, ``max_item_users``) keep the fitted rows and add the nearline
+        entries on top (the event times that would choose the most recent are not kept).
+        Such users need ``history_before`` (without it their events are skipped).
+
+        Cost per batch: the batch's history rows plus vectorised rebuilds of ``X``, the
+        norms, penalties and search index (linear in their entries).
+        """
+        events = events.take(events.positive)
+        if len(events) == 0:
+            return
+        x = self.user_items_
+        n_items = max(x.shape[1], int(events.item_index.max()) + 1)
+        x = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], n_items))
+        user, item = events.user_index, events.item_index
+        known = (user >= 0) & (user < self._n_fitted_users)
+        pairs = np.unique(user[known] * n_items + item[known])
+        new_user, new_item = pairs // n_items, pairs % n_items
+        fresh = np.asarray(x[new_user, new_item]).ravel() == 0 if len(pairs) else np.zeros(0, bool)
+        new_user, new_item = new_user[fresh], new_item[fresh]
+        drop, rows = self._nearline_rows(events.take(user < 0), n_items)
+        if len(new_user) == 0 and len(drop) == 0 and rows.shape[0] == 0:
+            return
+        alive = np.ones(x.shape[0], np.float32)
+        alive[drop] = 0.0
+        # a replaced row keeps its slot; rows beyond the replaced ones are appended
+        reused = min(len(drop), rows.shape[0])
+        placed = rows[:reused].tocoo()
+        added = sp.csr_matrix((np.ones(len(new_user) + placed.nnz, np.float32),
+                               (np.r_[new_user, drop[:reused][placed.row]], np.r_[new_item, placed.col])),
+                              shape=x.shape)
+        x = sp.vstack([sp.diags(alive) @ x + added, rows[reused:]], format="csr")
+        x.data[:] = 1.0
+        x.sort_indices()
+        self._added = (np.r_[self._added[0], new_user], np.r_[self._added[1], new_item])
+        row_hash = np.where(alive[self._n_fitted_users:] > 0, self._row_hash, 0).astype(np.uint64)
+        row_hash[drop[:reused] - self._n_fitted_users] = item_set_hash(rows[:reused])
+        self._row_hash = np.r_[row_hash, item_set_hash(rows[reused:])].astype(np.uint64)
+        self._swap(x)
+
+    def _nearline_rows(self, events: EventBatch, n_items: int) -> tuple[np.ndarray, sp.csr_matrix]:
+        """Rows of nearline-only users to drop, and the (r, n_items) rows that replace them."""
+        empty = np.zeros(0, np.int64), sp.csr_matrix((0, n_items), dtype=np.float32)
+        if len(events) == 0 or events.history_before is None:
+            return empty
+        history = events.history_before(np.arange(len(events)), _EVENT_HISTORY).history
+        valid = (history >= 0) & (history < n_items)
+        rows = np.broadcast_to(np.arange(len(events))[:, None], history.shape)
+        before = sp.csr_matrix((np.ones(int(valid.sum()), np.float32), (rows[valid], history[valid])),
+                               shape=(len(events), n_items))
+        before.sum_duplicates()
+        before.data[:] = 1.0
+        grows = np.asarray(before[np.arange(len(events)), events.item_index]).ravel() == 0
+        if not grows.any():
+            return empty
+        before, item = before[grows], events.item_index[grows]
+        after = (before + sp.csr_matrix((np.ones(len(item), np.float32), (np.arange(len(item)), item)),
+                                        shape=before.shape)).tocsr()
+        old_hash, new_hash = item_set_hash(before), item_set_hash(after)
+        # a chain inside the batch: a row added by one event and replaced by the next cancels out
+        had_row = np.diff(before.indptr) > 0
+        values = np.r_[new_hash, old_hash[had_row]]
+        signs = np.r_[np.ones(len(new_hash), np.int64), -np.ones(int(had_row.sum()), np.int64)]
+        unique, inverse = np.unique(values, return_inverse=True)
+        net = np.bincount(inverse, weights=signs, minlength=len(unique))
+        first_of = np.full(len(unique), -1, np.int64)
+        first_of[inverse[:len(new_hash)][::-1]] = np.arange(len(new_hash))[::-1]
+        keep = net[inverse[:len(new_hash)]] > 0
+        keep &= first_of[inverse[:len(new_hash)]] == np.arange(len(new_hash))
+        gone = unique[net < 0]
+        stored = self._row_hash
+        found = np.flatnonzero(np.isin(stored, gone) & (stored != 0))
+        # one stored row per hash that left (equal sets are equal rows: any one will do)
+        _, one = np.unique(stored[found], return_index=True)
+        return self._n_fitted_users + found[one], after[np.flatnonzero(keep)].astype(np.float32)
+
+    def _swap(self, x: sp.csr_matrix) -> None:
+        """Recompute the norms, penalties and search index for ``x`` and swap them in."""
+        cfg = self.config
+        n_rows, n_items = x.shape
+        users_per_item = np.bincount(x.indices, minlength=n_items).astype(np.float64)
+        penalty = 1.0 / np.log1p(np.maximum(users_per_item, 1.0)) if cfg.item_popularity_penalty else np.ones(n_items)
+        pseudo = x[self._n_fitted_users:].tocoo()
+        item = np.r_[self._index_pairs[0], self._added[1], pseudo.col]
+        user = np.r_[self._index_pairs[1], self._added[0], pseudo.row + self._n_fitted_users]
+        index = sp.csr_matrix((np.ones(len(item), np.float32), (item, user)), shape=(n_items, n_rows))
+        index.sum_duplicates()
+        index_item = np.repeat(np.arange(n_items), np.diff(index.indptr))
+        norms = np.sqrt(np.diff(x.indptr).astype(np.float64)).astype(np.float32)
+        value = penalty[index_item] / np.maximum(norms[index.indices], 1e-12)
+        index.data = value.astype(np.float32)
+        self.user_items_, self.user_norms_, self.item_penalty_ = x, norms, penalty.astype(np.float32)
+        self.item_users_ = index
 
     def _search_index(self, item: np.ndarray, user: np.ndarray) -> sp.csr_matrix:
         """(n_items, n_users) CSR with ``p_i / ||x_v||`` at each kept (item, user)."""
@@ -286,7 +432,15 @@ class UserCFRetriever(Retriever):
         sim = (sp.diags(1.0 / np.maximum(norm, 1e-12)) @ profile @ self.item_users_).tocsr()
         rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
         # a training user is never their own neighbour: their row holds their future
-        sim.data[sim.indices == user_index[rows]] = 0.0
+        own = sim.indices == user_index[rows]
+        row_hash = self._row_hash
+        if len(row_hash) and (user_index < 0).any():
+            # nor is a nearline-only user, whose row is the set of their history items
+            pseudo = sim.indices - self._n_fitted_users
+            candidate = (pseudo >= 0) & (user_index[rows] < 0)
+            history_hash = item_set_hash(profile)[rows[candidate]]
+            own[candidate] = row_hash[np.minimum(pseudo[candidate], len(row_hash) - 1)] == history_hash
+        sim.data[own] = 0.0
         sim.eliminate_zeros()
         neighbours = top_k_rows(sim, self.config.neighbours)
         scores = (neighbours @ self.user_items_).tocsr()  # a product has no duplicates
@@ -296,12 +450,12 @@ class UserCFRetriever(Retriever):
         return top_k_rows(scores, k)
 
     def save(self, writer: ArtifactWriter, prefix: str) -> None:
-        x, index = self.user_items_, self.item_users_
+        x, norms, penalty, index = self._fitted
         writer.write_arrays(f"{prefix}usercf.npz", {
             "user_items_indices": x.indices, "user_items_indptr": x.indptr,
             "item_users_indices": index.indices, "item_users_indptr": index.indptr,
             "shape": np.array(x.shape, np.int64),
-            "user_norms": self.user_norms_, "item_penalty": self.item_penalty_,
+            "user_norms": norms, "item_penalty": penalty,
         })
 
     @classmethod
@@ -318,4 +472,5 @@ class UserCFRetriever(Retriever):
         indptr = arrays["item_users_indptr"]
         item = np.repeat(np.arange(n_items), np.diff(indptr))
         stage.item_users_ = stage._search_index(item, arrays["item_users_indices"].astype(np.int64))
+        stage._set_fitted(item, arrays["item_users_indices"])
         return stage
