@@ -51,6 +51,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -237,7 +247,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                port=args.port, events_url=args.events, api_keys_file=args.api_keys,
                                max_concurrent=args.max_concurrent, max_request_bytes=args.max_request_bytes,
                                budget_ms=args.budget_ms, channel_timeout_ms=args.channel_timeout_ms,
-                               stage_timeout_ms=args.stage_timeout_ms, load_in_background=True)
+                               stage_timeout_ms=args.stage_timeout_ms, load_in_background=True,
+                               event_retention_days=args.event_retention_days, batch_max=args.batch_max,
+                               admission_control=not args.no_admission_control)
     app = create_app(settings)  # key and settings errors surface here, before the port is bound
 
     import uvicorn
@@ -318,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=250.0, help="end-to-end budget of a recommendation")
     p.add_argument("--channel-timeout-ms", type=float, default=100.0, help="a later retrieval channel is dropped")
     p.add_argument("--stage-timeout-ms", type=float, default=100.0, help="a later ranker/re-ranker is skipped")
+    p.add_argument("--batch-max", type=_positive_int, default=16,
+                   help="recommendations that queue while a batch runs run together, at most this many "
+                        "(1: every request alone)")
+    p.add_argument("--no-admission-control", action="store_true",
+                   help="answer every request, even after its budget (default: 503 + Retry-After when "
+                        "less of the budget is left than a request takes)")
+    p.add_argument("--event-retention-days", type=_positive_float, default=None,
+                   help="compact the event log at start-up and hourly: drop events older than this "
+                        "(published items are kept); default: keep every event")
     p.set_defaults(func=cmd_serve)
 
     for name in ("split", "fit", "evaluate"):  # the commands that read interactions

@@ -15,7 +15,9 @@ see :mod:`recfunnel.serving.docs`; the schema at ``/openapi.json``):
   ``POST /admin/models/rollback``.
 
 Limits: ``k``, list lengths (422), body size (413), concurrent requests (429 with
-``Retry-After``); 503 with ``Retry-After`` until the model is ready. Keys: see
+``Retry-After``); 503 with ``Retry-After`` until the model is ready, and when a
+recommendation has queued so long that less of its budget is left than a request
+takes (admission control, :mod:`recfunnel.serving.admission`). Keys: see
 :mod:`recfunnel.serving.security`.
 """
 
@@ -38,7 +40,9 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recfunnel.errors import RecfunnelError
+from recfunnel.pipeline.online.batching import MicroBatcher
 from recfunnel.pipeline.online.runners import Budget, BudgetedRun, BudgetedRunner
+from recfunnel.serving.admission import Admission
 from recfunnel.serving.docs import add_offline_docs
 from recfunnel.serving.metrics import CONTENT_TYPE, ServiceMetrics
 from recfunnel.serving.models import (
@@ -109,6 +113,12 @@ class Service:
         budget = Budget(settings.budget_ms / 1e3, settings.channel_timeout_ms / 1e3,
                         settings.stage_timeout_ms / 1e3, settings.max_late_per_channel)
         self.runner = BudgetedRunner(budget, settings.channel_workers)
+        self.admission = Admission(budget.total, enabled=settings.admission_control)
+        self._closing = threading.Event()
+        self.batcher = None if settings.batch_max <= 1 else MicroBatcher(
+            self._recommend_batch, max_batch=settings.batch_max, window_s=settings.batch_window_ms / 1e3,
+            workers=settings.batch_workers)
+        self._compactor: threading.Thread | None = None
         self.state_factory = state_factory or _default_state_factory
         self.store_factory = store_factory or _default_store_factory
         self.store = None
@@ -127,6 +137,7 @@ class Service:
                 t0 = time.perf_counter()
                 version = self.registry.build(self.settings.model_dir)
                 self.store = self.store_factory(self.settings.events_url)
+                self._compact()  # before the replay: what the retention drops is not replayed
                 self.state = self.state_factory(version.funnel, self.store)
                 self.registry.activate(version, None, "start")
                 self.metrics.set_model(version.version, version.model_id)
@@ -139,6 +150,25 @@ class Service:
                 self.load_error = f"{type(e).__name__}: {e}"
                 log.error("model load failed: %s", self.load_error)
                 raise
+
+    def _compact(self) -> None:
+        days = self.settings.event_retention_days
+        if days is None or self.store is None:
+            return
+        from recfunnel.storage.events import compact_events
+
+        dropped = compact_events(self.store, days)
+        log.info("event log compacted: %d events older than %g days dropped", dropped, days)
+        if self._compactor is None:  # then every hour, until close()
+            def every_hour() -> None:
+                while not self._closing.wait(3600.0):
+                    try:
+                        self._compact()
+                    except Exception:  # noqa: BLE001 - a failed compaction keeps every event; retried
+                        log.exception("event log compaction failed")
+
+            self._compactor = threading.Thread(target=every_hour, name="recfunnel-compact", daemon=True)
+            self._compactor.start()
 
     def start_in_background(self) -> threading.Thread:
         def run() -> None:
@@ -153,6 +183,9 @@ class Service:
 
     def close(self) -> None:
         self.ready = False
+        self._closing.set()
+        if self.batcher is not None:
+            self.batcher.close()
         self.runner.close()
         if self.store is not None:
             self.store.close()
@@ -172,53 +205,100 @@ class Service:
             raise ServiceError(503, detail, {"Retry-After": str(self.settings.retry_after_s)})
 
     # -------------------------------------------------------------- handlers
-    def recommend(self, body) -> dict[str, Any]:
+    def recommend(self, body, arrived: float | None = None) -> dict[str, Any]:
+        """One recommendation; ``arrived`` (``time.perf_counter()`` when the request came in, set by
+        the middleware) starts its budget, so the time it queued for a worker counts.
+
+        With micro-batching (``batch_max`` > 1) the request joins the requests queued with it
+        and :meth:`Funnel.run` runs once for all of them (:mod:`recfunnel.pipeline.online.batching`).
+        """
         self.require_ready()
         t0 = time.perf_counter()
-        version = self.registry.current  # read once: this request uses this version end to end
-        context = {key: np.array([value], dtype=object if isinstance(value, str) else None)
-                   for key, value in body.context.items()}
-        batch = self.state.request([body.user_id], exclude=[list(body.exclude)], context=context,
-                                   funnel=version.funnel)
-        run = self.runner.start(version.static_fallback)
-        candidates, traces = version.funnel.run(batch, body.k, trace=True, runner=run)
-        self._observe(run, traces)
-        return self._response(body, version, candidates, traces, run, time.perf_counter() - t0)
+        arrived = t0 if arrived is None else arrived
+        refusal = self.admission.refusal(arrived, t0)
+        if refusal is not None:
+            self.metrics.rejected.labels(reason="budget").inc()
+            raise ServiceError(503, refusal, {"Retry-After": str(self.settings.retry_after_s)})
+        if self.batcher is not None:
+            out = self.batcher.submit((body, arrived))
+        else:
+            out = self._recommend_batch([(body, arrived)])[0]
+        if isinstance(out, BaseException):
+            raise out
+        self.admission.observe(time.perf_counter() - t0)
+        return out
 
-    def _observe(self, run: BudgetedRun, traces: list[StageTrace]) -> None:
+    def _recommend_batch(self, requests: list[tuple[Any, float]]) -> list[dict[str, Any] | BaseException]:
+        """Answers to ``(body, arrived)`` requests, one :meth:`Funnel.run` per set of context keys."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, (body, _) in enumerate(requests):
+            groups.setdefault(tuple(sorted(body.context)), []).append(i)
+        answers: list[dict[str, Any] | BaseException] = [RuntimeError("not run")] * len(requests)
+        for keys, rows in groups.items():
+            try:
+                for i, answer in zip(rows, self._run_batch([requests[i] for i in rows], keys), strict=True):
+                    answers[i] = answer
+            except Exception as e:  # noqa: BLE001 - each caller of this group gets the error
+                for i in rows:
+                    answers[i] = e
+        return answers
+
+    def _run_batch(self, requests: list[tuple[Any, float]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+        version = self.registry.current  # read once: these requests use this version end to end
+        bodies = [body for body, _ in requests]
+        context = {}
+        for key in keys:
+            values = [body.context[key] for body in bodies]
+            context[key] = np.array(values, dtype=object if any(isinstance(v, str) for v in values) else None)
+        batch = self.state.request([body.user_id for body in bodies], exclude=[list(body.exclude) for body in bodies],
+                                   context=context, funnel=version.funnel)
+        run = self.runner.start(version.static_fallback, arrived=min(arrived for _, arrived in requests))
+        k = max(body.k for body in bodies)
+        candidates, traces = version.funnel.run(batch, k, trace=True, runner=run)
+        done = time.perf_counter()
+        out = []
+        for row, (body, arrived) in enumerate(requests):
+            self._observe(run, traces, row)
+            out.append(self._response(body, version, candidates, traces, run, done - arrived, row))
+        return out
+
+    def _observe(self, run: BudgetedRun, traces: list[StageTrace], row: int = 0) -> None:
         m = self.metrics
-        for s in traces:
-            m.stage_latency.labels(stage=s.stage).observe(s.seconds)
-            if s.status != OK:
-                m.channel_failures.labels(stage=s.stage, reason=s.status).inc()
-        m.stage_latency.labels(stage="funnel").observe(run.seconds)
-        degraded = bool(run.degraded[0])
+        if row == 0:  # stage timings are the batch's: counted once per batch
+            for s in traces:
+                m.stage_latency.labels(stage=s.stage).observe(s.seconds)
+                if s.status != OK:
+                    m.channel_failures.labels(stage=s.stage, reason=s.status).inc()
+            m.stage_latency.labels(stage="funnel").observe(run.seconds)
+        degraded = bool(run.degraded[row])
         m.recommendations.labels(degraded=str(degraded).lower()).inc()
         if degraded:
             m.degraded.inc()
-        m.fallback_items.inc(int(run.fallback_items[0]))
+        m.fallback_items.inc(int(run.fallback_items[row]))
 
     def _ids(self, funnel, index: np.ndarray) -> list[str | None]:
         ids = funnel.item_ids.ids
         return [str(ids[i]) if 0 <= i < len(ids) else None for i in index.tolist()]
 
     def _response(self, body, version: ModelVersion, cand: Candidates, traces: list[StageTrace],
-                  run: BudgetedRun, seconds: float) -> dict:
+                  run: BudgetedRun, seconds: float, row: int = 0) -> dict:
         funnel = version.funnel
-        valid = np.flatnonzero(cand.valid[0])
-        ids = self._ids(funnel, cand.item_index[0, valid])
+        valid = np.flatnonzero(cand.valid[row])
+        ids = self._ids(funnel, cand.item_index[row, valid])
         items = []
         for col, item_id in zip(valid.tolist(), ids, strict=True):
             if item_id is None:
                 continue
-            channels = {name: _finite(s[0, col]) for name, s in cand.channel_scores.items()
-                        if not np.isnan(s[0, col])}
-            items.append({"item_id": item_id, "rank": len(items) + 1, "score": _finite(cand.score[0, col]),
+            if len(items) == body.k:  # the batch ran with its largest k
+                break
+            channels = {name: _finite(s[row, col]) for name, s in cand.channel_scores.items()
+                        if not np.isnan(s[row, col])}
+            items.append({"item_id": item_id, "rank": len(items) + 1, "score": _finite(cand.score[row, col]),
                           "channels": channels})
         out = {
             "user_id": body.user_id, "k": body.k, "model_version": version.version,
-            "model_id": version.model_id, "degraded": bool(run.degraded[0]),
-            "degraded_reasons": run.reasons, "fallback_items": int(run.fallback_items[0]),
+            "model_id": version.model_id, "degraded": bool(run.degraded[row]),
+            "degraded_reasons": run.reasons, "fallback_items": int(run.fallback_items[row]),
             "latency_ms": round(seconds * 1e3, 3), "items": items, "trace": None,
         }
         if body.debug:
@@ -228,13 +308,13 @@ class Service:
                 listed = []
                 if s.candidates is not None:
                     c = s.candidates
-                    keep = np.flatnonzero(c.valid[0])[:limit]
-                    for item_id, score in zip(self._ids(funnel, c.item_index[0, keep]), c.score[0, keep].tolist(),
-                                              strict=True):
+                    keep = np.flatnonzero(c.valid[row])[:limit]
+                    for item_id, score in zip(self._ids(funnel, c.item_index[row, keep]),
+                                              c.score[row, keep].tolist(), strict=True):
                         if item_id is not None:
                             listed.append({"item_id": item_id, "score": _finite(score)})
                 trace.append({"stage": s.stage, "status": s.status, "latency_ms": round(s.seconds * 1e3, 3),
-                              "n_in": int(s.n_in[0]), "n_out": int(s.n_out[0]), "error": s.error,
+                              "n_in": int(s.n_in[row]), "n_out": int(s.n_out[row]), "error": s.error,
                               "candidates": listed})
             out["trace"] = trace
         return out
@@ -255,6 +335,8 @@ class Service:
     def publish(self, body) -> dict[str, Any]:
         import pandas as pd
 
+        from recfunnel.storage.events import StorageError
+
         self.require_ready()
         now = int(time.time())
         rows = []
@@ -266,6 +348,8 @@ class Service:
         frame = pd.DataFrame(rows, index=pd.Index([i.item_id for i in body.items], name="item_id"))
         try:
             published = int(self.state.publish_items(frame))
+        except StorageError:
+            raise  # the store failed, not the request: answered like a failed POST /events
         except (RecfunnelError, ValueError, TypeError) as e:
             raise ServiceError(422, f"items refused: {e}") from None
         self.metrics.items_published.inc(published)
@@ -365,6 +449,8 @@ class LimitsMiddleware:
                 status_box["status"] = message["status"]
             await send(message)
 
+        # the arrival, from which a recommendation's budget counts (Request.state in the handler)
+        scope.setdefault("state", {})["arrived"] = t0
         probe = path in _PROBES
         if not probe and self.in_flight >= s.max_concurrent:
             m.rejected.labels(reason="concurrency").inc()
@@ -471,7 +557,7 @@ def create_app(settings: ServingSettings, *, state_factory: Callable | None = No
     errors = {code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "the body cannot be parsed"), (401, "missing or invalid API key"), (403, "read-only API key"), (413, "request body too large"),
         (422, "invalid request"), (429, "too many concurrent requests (Retry-After)"),
-        (503, "model not ready (Retry-After)"))}
+        (503, "model not ready, or overloaded: the request cannot be answered within its budget (Retry-After)"))}
     app = FastAPI(title="recfunnel", version="1", lifespan=lifespan, responses=errors,
                   description="A multi-stage recommender: retrieval channels, merge, ranking, re-ranking.",
                   docs_url=None, redoc_url=None)  # FastAPI's pages load from a CDN: ours are local
@@ -525,8 +611,9 @@ def create_app(settings: ServingSettings, *, state_factory: Callable | None = No
     # ---------------------------------------------------------- endpoints
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=False,
               summary="top-k items for a user")
-    def recommend(body: RecommendRequest, _: None = Depends(read_access)):  # type: ignore[valid-type]
-        return service.recommend(body)
+    def recommend(body: RecommendRequest, request: Request,  # type: ignore[valid-type]
+                  _: None = Depends(read_access)):
+        return service.recommend(body, getattr(request.state, "arrived", None))
 
     @app.post("/events", response_model=EventsResponse, summary="ingest user events (durable, idempotent)")
     def events(body: EventsRequest, _: None = Depends(write_access)):  # type: ignore[valid-type]

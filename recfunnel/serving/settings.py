@@ -63,6 +63,17 @@ class ServingSettings:
             not occupy every worker).
         trace_items: candidates listed per stage in a debug trace.
         retry_after_s: the ``Retry-After`` of 429/503 answers.
+        admission_control: answer 503 with ``Retry-After`` at once when a recommendation has
+            less of its budget left than a request usually takes (it queued too long for a
+            worker), instead of answering after the budget (:mod:`recfunnel.serving.admission`).
+        event_retention_days: compact the event log at start-up and every hour: events older
+            than this many days are dropped (published items and newer events are kept, in
+            order; :func:`recfunnel.storage.events.compact_events`). None keeps every event.
+        batch_max: the most recommendations run as one batch: requests that queue while a batch
+            runs are run together (:mod:`recfunnel.pipeline.online.batching`); 1 turns it off.
+        batch_window_ms: how long a batch waits for more requests after its first (0: none; it
+            takes what has queued).
+        batch_workers: batches run at once.
         load_in_background: load the model after the server starts (``/healthz`` answers
             at once, ``/readyz`` once loaded); False loads inside ``create_app``.
     """
@@ -88,6 +99,11 @@ class ServingSettings:
     max_late_per_channel: int = 2
     trace_items: int = 50
     retry_after_s: int = 1
+    admission_control: bool = True
+    event_retention_days: float | None = None
+    batch_max: int = 16
+    batch_window_ms: float = 0.0
+    batch_workers: int = 2
     load_in_background: bool = False
 
     def __post_init__(self) -> None:
@@ -114,6 +130,10 @@ class ServingSettings:
         for name in ("budget_ms", "channel_timeout_ms", "stage_timeout_ms"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.batch_max < 1 or self.batch_workers < 1 or not self.batch_window_ms >= 0:
+            raise ConfigError("batch_max and batch_workers must be >= 1 and batch_window_ms >= 0")
+        if self.event_retention_days is not None and not self.event_retention_days > 0:
+            raise ConfigError(f"event_retention_days must be positive, got {self.event_retention_days!r}")
 
     @property
     def is_loopback(self) -> bool:

@@ -465,3 +465,31 @@ def test_docs_work_offline_and_stay_public(root, monkeypatch):
     assert client.get("/openapi.json").status_code == 200
     # the endpoints the pages call still need their key
     assert client.post("/recommend", json={"user_id": "u00001"}).status_code == 401
+
+
+def test_a_published_item_survives_a_restart(root, tmp_path):
+    from recfunnel.serving.app import create_app
+    from recfunnel.serving.settings import ServingSettings
+
+    settings = ServingSettings(model_dir=root / "v1", events_url=f"sqlite:///{tmp_path / 'events.db'}")
+    answers = []
+    for restart in range(2):  # a loop over two starts of the service on one event store
+        app = create_app(settings)
+        try:
+            client = _client(app)
+            if restart == 0:
+                assert client.put("/items", json={"items": [{"item_id": "kept", "attributes": {"category": "g0"}}]},
+                                  ).json()["published"] == 1
+                click = {"event_id": "c1", "user_id": "fan", "item_id": "kept", "type": "click"}
+                assert client.post("/events", json={"events": [click]}).json()["stored"] == 1
+            else:  # known: published again, nothing new
+                assert client.put("/items", json={"items": [{"item_id": "kept"}]}).json()["published"] == 0
+            cold = client.post("/recommend", json={"user_id": "cold-user", "k": 500}).json()
+            fan = client.post("/recommend", json={"user_id": "fan", "k": 500}).json()
+            answers.append(({i["item_id"]: i["channels"] for i in cold["items"]},
+                            [i["item_id"] for i in fan["items"]]))
+        finally:
+            app.state.service.close()
+    (cold_before, fan_before), (cold_after, fan_after) = answers
+    assert "new_items" in cold_before["kept"] and "new_items" in cold_after["kept"]
+    assert "kept" not in fan_before and "kept" not in fan_after  # clicked: the fan's filter holds after the restart

@@ -168,10 +168,12 @@ class BudgetedRunner:
         self._lock = threading.Lock()
         self._late: dict[int, int] = {}
 
-    def start(self, static_fallback: Candidates | None = None) -> BudgetedRun:
+    def start(self, static_fallback: Candidates | None = None, *, arrived: float | None = None) -> BudgetedRun:
         """The runner of one request (not reusable); ``static_fallback``: (1, F) candidates
-        answered, minus each user's excluded items, if the funnel's fallback itself raises."""
-        return BudgetedRun(self, static_fallback)
+        answered, minus each user's excluded items, if the funnel's fallback itself raises;
+        ``arrived``: the request's arrival (``time.perf_counter()``), from which the budget
+        counts (default: when the channels start), so time spent queueing is spent budget."""
+        return BudgetedRun(self, static_fallback, arrived)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -217,10 +219,11 @@ class BudgetedRun(StageRunner):
             filled what the channels did not find.
         reasons: one line per degradation, for the response.
         fallback_items: (B,) items of the answer that came from the fallback.
-        seconds: wall time from the start of the channels to the answer.
+        seconds: wall time from the request's arrival (else the start of the channels) to the answer.
     """
 
-    def __init__(self, runner: BudgetedRunner, static_fallback: Candidates | None = None):
+    def __init__(self, runner: BudgetedRunner, static_fallback: Candidates | None = None,
+                 arrived: float | None = None):
         self.runner = runner
         self.budget = runner.budget
         self.static_fallback = static_fallback
@@ -229,16 +232,21 @@ class BudgetedRun(StageRunner):
         self.fallback_items = np.zeros(0, np.int64)
         self.seconds = 0.0
         self._start = self._deadline = None
+        self._arrived = arrived
 
     def _begin(self) -> None:
         if self._start is not None:
             raise RuntimeError("a BudgetedRun runs one request; make another with BudgetedRunner.start()")
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if self._arrived is None else self._arrived
         self._deadline = self._start + self.budget.total
 
     def channels(self, request: RequestBatch, calls: Sequence[tuple[Retriever, int]]) -> list[StageTrace]:
         self._begin()
+        t0 = time.perf_counter()
         zeros = np.zeros(len(request), np.int64)
+        if self._deadline <= t0:  # the request queued past its budget: no channel is worth starting
+            self.reasons.append("no budget left for the channels (the request queued past it)")
+            return [StageTrace(f"retrieval:{channel.name}", zeros, zeros, 0.0, None, SKIPPED) for channel, _ in calls]
         submitted = [(channel, self.runner._submit(channel, channel.retrieve, request, quota))
                      for channel, quota in calls]
         timeout = max(0.0, min(self.budget.channel_timeout, self._deadline - time.perf_counter()))
@@ -252,7 +260,7 @@ class BudgetedRun(StageRunner):
                 continue
             task, future = call
             if not future.done() and self.runner._abandon(task):
-                traces.append(StageTrace(name, zeros, zeros, time.perf_counter() - self._start, None, TIMEOUT))
+                traces.append(StageTrace(name, zeros, zeros, time.perf_counter() - t0, None, TIMEOUT))
                 self.reasons.append(f"channel {channel.name} timed out")
                 continue
             exc = future.exception()
