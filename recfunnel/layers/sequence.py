@@ -60,6 +60,41 @@ def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx)
 
 
+def distinct_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows that repeat across ``tensors`` (integer (N, ...) tensors, compared row by row together).
+
+    At serving, the candidates of one request share the user's behaviour sequence: what
+    depends on the sequence alone (DIEN's interest extractor) is computed once per distinct
+    row and broadcast back, exactly.
+
+    Returns:
+        ``(first, inverse)``: (U,) a row of each distinct value and (N,) the distinct value of
+        each row, so ``f(x[first])[inverse] == f(x)`` for a row-wise ``f``; None when no
+        row repeats (nothing to gain).
+
+    >>> first, inverse = distinct_rows(torch.tensor([[1, 2], [3, 4], [1, 2]]))
+    >>> torch.tensor([[1, 2], [3, 4], [1, 2]])[first][inverse].tolist()
+    [[1, 2], [3, 4], [1, 2]]
+    >>> len(first)
+    2
+    """
+    rows = torch.cat([t.reshape(t.shape[0], -1).long() for t in tensors], 1)
+    n = rows.shape[0]
+    if n < 2:
+        return None
+    # one 64-bit hash per row (wrapping arithmetic), then a check that every row equals its
+    # representative: a collision, however unlikely, falls back to computing every row
+    weights = torch.randint(1, 2**62, (rows.shape[1],), generator=torch.Generator().manual_seed(7))
+    key = (rows * weights).sum(1)
+    unique, inverse = torch.unique(key, return_inverse=True)
+    if len(unique) == n:
+        return None
+    first = torch.empty(len(unique), dtype=torch.long).scatter_(0, inverse, torch.arange(n))
+    if not torch.equal(rows[first][inverse], rows):
+        return None
+    return first, inverse
+
+
 def run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Run a batch-first ``nn.GRU`` / ``nn.LSTM`` over left-aligned variable-length sequences.
 

@@ -110,3 +110,25 @@ def test_bad_options_are_rejected():
         build_model("sim", schema, {**SMALL, "search": "fuzzy"})
     with pytest.raises(ValueError, match="category sequence"):
         build_model("sim", schema, {**SMALL, "category_sequence": "hist_item_id"})
+
+
+def test_dien_runs_its_extractor_once_per_distinct_history_with_the_same_scores(monkeypatch):
+    import recfunnel.stages.rank.models.dien as dien_module
+    from recfunnel.layers.sequence import distinct_rows
+
+    schema, batch = make_planted_ctr("sequence", n=12)
+    # a request's candidates: each of 4 users' rows repeated over 25 candidates with different targets
+    rows = batch.select(torch.arange(4).repeat_interleave(25))
+    rows.sparse = rows.sparse[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
+    rows.sequences["hist_item_id"][:25] = 0  # one user without history
+    model = build_model("dien", schema, MODELS["dien"]).eval()
+    calls = []
+    extractor_forward = model.extractor.forward
+    monkeypatch.setattr(model.extractor, "forward", lambda x, *a: calls.append(x.shape[0]) or extractor_forward(x, *a))
+    deduplicated = predict_logits(model, rows)
+    assert calls == [4]  # four histories, not 100 rows
+    monkeypatch.setattr(dien_module, "distinct_rows", lambda *tensors: None)
+    every_row = predict_logits(model, rows)
+    assert calls[-1] == 100
+    np.testing.assert_allclose(deduplicated, every_row, rtol=1e-6, atol=1e-6)
+    assert distinct_rows(torch.arange(6).reshape(3, 2)) is None  # nothing repeats: nothing to gain

@@ -12,7 +12,13 @@ from recfunnel.layers.attention import masked_softmax
 from recfunnel.layers.embedding import EmbeddingCollection
 from recfunnel.layers.inputs import ModelSchema, TensorBatch
 from recfunnel.layers.mlp import MLP
-from recfunnel.layers.sequence import AUGRU, chronological_order, gather_steps, run_packed
+from recfunnel.layers.sequence import (
+    AUGRU,
+    chronological_order,
+    distinct_rows,
+    gather_steps,
+    run_packed,
+)
 from recfunnel.stages.rank.models.base import CTRModel, ModelConfig
 
 
@@ -66,7 +72,14 @@ class DIEN(CTRModel):
         behaviours, target = self.embeddings.sequences_and_targets(batch)
         index, mask, lengths = chronological_order(batch.sequence_mask)
         behaviours = gather_steps(behaviours, index)
-        interests = run_packed(self.extractor, behaviours, lengths)
+        # at inference the candidates of a request share its user's history: the extractor (which
+        # reads the history alone) runs once per distinct history, a 300th of the work at serving
+        distinct = None if self.training else distinct_rows(*batch.sequences.values())
+        if distinct is None:
+            interests = run_packed(self.extractor, behaviours, lengths)
+        else:
+            first, inverse = distinct
+            interests = run_packed(self.extractor, behaviours[first], lengths[first])[inverse]
         if self.training and torch.is_grad_enabled():
             ids = gather_steps(batch.sequences[self.schema.sequences[0].name], index)
             self._auxiliary = self._next_behaviour_loss(interests, behaviours, ids, mask)
