@@ -33,6 +33,8 @@ BENCHMARKS = [
      ["benchmarks/bench_ranking.py", "--out", "bench-out/ranking.json"]),
     ("Serving on the simulator at 100k items: load generator over loopback",
      ["benchmarks/bench_serving.py"]),
+    ("Serving the default funnel (ML-100K tour model) over HTTP: open-loop load",
+     ["benchmarks/bench_serving_default.py", "--out", "bench-out/serving_default.json"]),
     ("Reliability of the service: kill -9, model swaps, faults, schemathesis, refusals",
      ["benchmarks/bench_reliability.py"]),
 ]
