@@ -35,6 +35,8 @@ BENCHMARKS = [
      ["benchmarks/bench_serving.py"]),
     ("Serving the default funnel (ML-100K tour model) over HTTP: open-loop load",
      ["benchmarks/bench_serving_default.py", "--out", "bench-out/serving_default.json"]),
+    ("From an acknowledged event to a changed recommendation (ML-100K tour model)",
+     ["benchmarks/bench_freshness.py", "--out", "bench-out/freshness.json"]),
     ("Reliability of the service: kill -9, model swaps, faults, schemathesis, refusals",
      ["benchmarks/bench_reliability.py"]),
 ]

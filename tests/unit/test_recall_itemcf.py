@@ -311,3 +311,23 @@ def test_save_writes_the_fitted_state_not_the_nearline_updates(tmp_path) -> None
     loaded.publish(_new_items([data.n_items]))
     loaded.observe(_events(np.arange(5), np.full(5, data.n_items)))
     assert (loaded.similarity_ != itemcf.similarity_).nnz == 0
+
+
+def test_a_model_saved_before_the_user_rows_were_kept_takes_events_without_error(tmp_path, monkeypatch) -> None:
+    """Models fitted before X was saved (the tour's, served after an upgrade) answered POST /events with 500."""
+    from recfunnel.storage.artifacts import ArtifactReader, ArtifactWriter
+
+    data = make_planted_data()
+    itemcf = ItemCFRetriever(ItemCFConfig(neighbours=20)).fit(data)
+    with ArtifactWriter(tmp_path / "m", kind="itemcf") as writer:
+        itemcf.save(writer, "c/")
+    has = ArtifactReader.has
+    monkeypatch.setattr(ArtifactReader, "has", lambda self, name: not name.endswith("itemcf_users.npz")
+                        and has(self, name))
+    old = ItemCFRetriever.load(ArtifactReader(tmp_path / "m"), "c/", itemcf.config)
+    assert old.user_items_.shape == (0, data.n_items)
+    before = old.similarity_.copy()
+    old.observe(_events(np.arange(5), np.array([0, 1, 2, 3, 4])))  # known users, known items
+    old.publish(_new_items([data.n_items]))
+    old.observe(_events(np.arange(5), np.full(5, data.n_items)))
+    assert (old.similarity_[:data.n_items, :data.n_items] != before).nnz == 0  # nothing to count them against

@@ -245,9 +245,12 @@ class ItemCFRetriever(ItemToItemRetriever, Incremental):
         n_items = sim.shape[0]
         inside = users < x.shape[0]  # users beyond the fitted matrix are not the model's
         users, items = users[inside], items[inside]
+        if len(users) == 0:  # e.g. a model saved before X was kept: no user rows to add to
+            return
         pairs = np.unique(users * n_items + items)
         users, items = pairs // n_items, pairs % n_items
-        new = np.asarray(x[users, items]).ravel() == 0
+        present = x[users, items]
+        new = (present.toarray() if sp.issparse(present) else np.asarray(present)).ravel() == 0
         if not new.any():
             return
         users, items = users[new], items[new]
