@@ -104,7 +104,7 @@ def measure_cost(model: Path, port: int, users: list[str], k: int, blocks: int, 
     from recfunnel.pipeline.nearline.state import NearlineState
     from recfunnel.pipeline.online.funnel import Funnel
     from recfunnel.pipeline.online.runners import Budget, BudgetedRunner
-    from recfunnel.storage.events import open_event_store
+    from recfunnel.storage.stores import open_event_store
 
     funnel = Funnel.load(model)
     state = NearlineState(funnel, open_event_store("memory://"))
