@@ -11,7 +11,6 @@ rank stage's cost per user, which shows it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from serving_common import write_json  # noqa: E402
 
 
 def run_demo(env_extra: dict[str, str]) -> dict[str, float]:
@@ -56,9 +57,7 @@ def main() -> int:
     print("|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['wall_s']:.0f} | {r['rank_ms_per_user']:.1f} | {r['ndcg@10']:.4f} |")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2))
+    write_json(args.out, rows)
     return 0
 
 

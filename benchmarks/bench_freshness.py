@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving_default import fit_tour_model  # noqa: E402
-from serving_common import ROOT, RawHTTP, free_port, pct, start_server, stop_server  # noqa: E402
+from serving_common import ROOT, RawHTTP, free_port, pct, start_server, stop_server, write_json  # noqa: E402
 
 
 async def trials(port: int, n: int) -> dict:
@@ -78,9 +78,7 @@ def main() -> int:
     a, p = result["ack_to_change_ms"], result["post_to_change_ms"]
     print(f"| {result['trials']} | {a[0]:.1f} / {a[1]:.1f} | {p[0]:.1f} / {p[1]:.1f} | "
           f"{result['requests_until_changed_max']} |")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     return 0
 
 

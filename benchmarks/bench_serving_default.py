@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -29,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # the server's torch: one thread 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import open_loop  # noqa: E402
-from serving_common import ROOT, free_port, start_server, stop_server  # noqa: E402
+from serving_common import ROOT, free_port, start_server, stop_server, write_json  # noqa: E402
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 
@@ -85,9 +84,7 @@ def main() -> int:
         sent = max(r["sent"], 1)
         print(f"| {r['rate']:.0f} | {r['achieved_rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
               f"{r['server_p99_ms']:.0f} | {r['degraded'] / sent:.1%} | {r['statuses'].get('503', 0) / sent:.1%} |")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2))
+    write_json(args.out, rows)
     return 0
 
 

@@ -63,6 +63,14 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(15)
 
 
+def write_json(path: Path | None, result) -> None:
+    """Write a benchmark's result as JSON to ``path`` (its ``--out``; None: nothing)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+
+
 def pct(values, q: float) -> float | None:
     """The ``q``-th percentile in milliseconds of ``values`` in seconds (None when empty)."""
     if len(values) == 0:
