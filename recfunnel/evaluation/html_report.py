@@ -476,11 +476,11 @@ def _categories_section(recs: Mapping[str, Any] | None) -> str:
     k = item_index.shape[1]
     exposure = exposure_counts(item_index, len(category)).astype(float)
     has = category >= 0
-    codes = np.unique(category[has])
+    codes, slot = np.unique(category[has], return_inverse=True)
     if len(codes) == 0:
         return _section("categories", heading, _note("no item has a category: no category plot."))
-    items_per = np.array([np.count_nonzero(category == c) for c in codes], float)
-    exposure_per = np.array([exposure[category == c].sum() for c in codes], float)
+    items_per = np.bincount(slot, minlength=len(codes)).astype(float)
+    exposure_per = np.bincount(slot, weights=exposure[has], minlength=len(codes))
     reached = int(np.count_nonzero(exposure_per))
     total_exposure = max(exposure_per.sum(), 1.0)
     order = np.argsort(-items_per, kind="stable")
@@ -515,8 +515,7 @@ def _training_section(funnel: Funnel) -> str:
     heading = "Training curves of the neural models"
     parts = []
     for spec, stage in funnel.stages():
-        curves_of = getattr(stage, "training_curves", None)
-        for model, curves in (curves_of() if callable(curves_of) else {}).items():
+        for model, curves in stage.training_curves().items():
             parts.append(_training_curves(f"{spec.name}: {model}", curves, key=f"training-{len(parts)}"))
     if not parts:
         return _section("training", heading, _note("no neural model in this funnel"))

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from recfunnel.cli import main
+from recfunnel.storage.artifacts import _process_umask
 
 
 def free_port() -> int:
@@ -76,13 +77,7 @@ def test_split_writes_train_and_test_with_the_canonical_columns(tour):
     assert (test["timestamp"].to_numpy() >= newest_train.loc[test["user_id"]].to_numpy()).all()
     assert 0.15 < len(test) / len(own) < 0.35
     mode = stat.S_IMODE(os.stat(tour / "data" / "train.csv").st_mode)
-    assert mode == 0o666 & ~_umask(), oct(mode)  # not the temporary file's 0600
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    assert mode == 0o666 & ~_process_umask(), oct(mode)  # not the temporary file's 0600
 
 
 def test_the_default_funnel_fits_and_evaluates_on_60_users_and_20_items(tour):
